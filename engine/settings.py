@@ -1,0 +1,102 @@
+"""The engine's settings: validated once, at the edge, then read as plain attributes.
+
+Plain pydantic models (no environment or file reading here): the application's settings
+(`mailprobe/settings.py`) nest `EngineSettings` under `engine` and load it from YAML and the
+environment. Unknown keys are errors, so a typo in a config file is caught, not ignored.
+"""
+
+from __future__ import annotations
+
+import socket
+from ipaddress import IPv4Network, IPv6Network
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DnsSettings(_Section):
+    """How the mail route is looked up."""
+
+    nameservers: list[str] = Field(
+        default_factory=list, description="Resolver IPs; empty = the system resolver."
+    )
+    port: int = Field(53, ge=1, le=65535, description="UDP/TCP port of the nameservers.")
+    timeout_s: float = Field(5.0, gt=0, description="Whole time allowed for one DNS lookup.")
+
+
+class SmtpSettings(_Section):
+    """How, and how politely, the engine talks to mail servers."""
+
+    port: int = Field(25, ge=1, le=65535, description="Port of the receiving mail servers.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP connect plus banner.")
+    command_timeout_s: float = Field(30.0, gt=0, description="Each reply after the banner.")
+    starttls: Literal["opportunistic", "never"] = "opportunistic"
+    allowed_private_networks: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list,
+        description="Non-global networks the engine may still contact (tests, intranets).",
+    )
+    max_sessions_per_host: int = Field(2, ge=1, description="Concurrent sessions per MX IP.")
+    max_rcpt_per_session: int = Field(20, ge=1, description="Recipients per SMTP session.")
+    min_session_interval_ms: int = Field(0, ge=0, description="Pause between sessions per host.")
+    source_addresses: list[str] = Field(
+        default_factory=list, description="Local IPs to connect from, rotated; empty = any."
+    )
+    proxy: str | None = Field(None, description="socks5://user:pass@host:port, or none.")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_is_socks(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("socks5://", "socks4://", "socks5h://")):
+            raise ValueError("must look like socks5://user:pass@host:port")
+        return value or None
+
+
+class GreylistSettings(_Section):
+    """When greylisted addresses are tried again within one verification run."""
+
+    retry_delays_s: list[float] = Field(
+        default_factory=lambda: [60.0, 240.0],
+        description="Waits before each retry; the server's own delay wins when it says one.",
+    )
+    max_wait_s: float = Field(
+        360.0, ge=0, description="Give up (unknown/greylisted) after this long."
+    )
+
+
+class SyntaxSettings(_Section):
+    """Which address forms are accepted."""
+
+    allow_test_domains: bool = Field(
+        False, description="Accept special-use names such as .test (test environments only)."
+    )
+
+
+def _default_helo() -> str:
+    name = socket.getfqdn()
+    return name if "." in name else "localhost.localdomain"
+
+
+class EngineSettings(_Section):
+    """Everything the verification engine needs to know; defaults work on a mail-capable host."""
+
+    helo_hostname: str = Field(
+        default_factory=_default_helo,
+        description="Name sent in EHLO/HELO; should have matching forward and reverse DNS.",
+    )
+    mail_from: str = Field(
+        "", description="Envelope sender for MAIL FROM; empty = postmaster@<helo_hostname>."
+    )
+    concurrency: int = Field(100, ge=1, description="Verifications in flight at once (global).")
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    greylist: GreylistSettings = Field(default_factory=GreylistSettings)
+    syntax: SyntaxSettings = Field(default_factory=SyntaxSettings)
+
+    @property
+    def envelope_sender(self) -> str:
+        """Return the MAIL FROM address actually used."""
+        return self.mail_from or f"postmaster@{self.helo_hostname}"

@@ -1,0 +1,189 @@
+"""The CRM fields mailprobe writes (design.md, "CRM fields"), named once, for every connector.
+
+Internal names cannot be renamed once created in a CRM, so they are fixed here. Values are
+plain Python (str, int, bool, date, datetime, None); each connector turns them into its API's
+wire format. No HTTP here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+from engine.result import Action, Reason, Status, VerificationResult
+
+from .base import FieldValue
+
+
+class FieldKind(StrEnum):
+    """The kind of value a field holds; connectors map it to their own types."""
+
+    ENUM = "enum"
+    NUMBER = "number"
+    DATETIME = "datetime"
+    DATE = "date"
+    TEXT = "text"
+    BOOL = "bool"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One CRM field: internal name, label, kind and, for enumerations, its options."""
+
+    name: str
+    label: str
+    kind: FieldKind
+    description: str
+    options: tuple[tuple[str, str], ...] = ()  # (value, label) for ENUM fields
+
+
+STATUS_LABELS: dict[Status, str] = {
+    Status.VALID: "Valid",
+    Status.INVALID: "Invalid",
+    Status.CATCH_ALL: "Catch-all (unconfirmed)",
+    Status.RISKY: "Risky",
+    Status.UNKNOWN: "Unknown",
+}
+
+REASON_LABELS: dict[Reason, str] = {
+    Reason.ACCEPTED: "Mailbox accepted",
+    Reason.INVALID_SYNTAX: "Not a valid address",
+    Reason.DOMAIN_NOT_FOUND: "Domain does not exist",
+    Reason.NULL_MX: "Domain takes no mail",
+    Reason.NO_MAIL_SERVER: "Domain has no mail server",
+    Reason.UNROUTABLE_MX: "Mail server unreachable from the internet",
+    Reason.MAILBOX_NOT_FOUND: "Mailbox does not exist",
+    Reason.MAILBOX_DISABLED: "Mailbox disabled",
+    Reason.ACCEPT_ALL: "Domain accepts every address",
+    Reason.DISPOSABLE: "Disposable address",
+    Reason.MAILBOX_FULL: "Mailbox full",
+    Reason.ROLE_ACCOUNT: "Role address",
+    Reason.GREYLISTED: "Server asked to retry later (greylisting)",
+    Reason.TIMEOUT: "Mail server too slow",
+    Reason.CONNECTION_FAILED: "Mail server unreachable",
+    Reason.BLOCKED: "Mail server refused the check",
+    Reason.RATE_LIMITED: "Mail server rate limit",
+    Reason.TEMPORARY_FAILURE: "Temporary mail server failure",
+    Reason.DNS_ERROR: "DNS lookup failed",
+    Reason.UNVERIFIABLE_PROVIDER: "Provider does not allow verification",
+    Reason.PROTOCOL_ERROR: "Mail server protocol error",
+    Reason.INTERNAL_ERROR: "Internal error",
+}
+
+ACTION_LABELS: dict[Action, str] = {
+    Action.SEND: "Send",
+    Action.CAUTION: "Send with caution",
+    Action.DO_NOT_SEND: "Do not send",
+    Action.RETRY: "Retry later",
+}
+
+#: The property group (HubSpot) the fields live in.
+GROUP_NAME = "mailprobe"
+GROUP_LABEL = "Email verification"
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec(
+        "mailprobe_status",
+        "Email status",
+        FieldKind.ENUM,
+        "Whether the address can receive mail, as last verified by mailprobe.",
+        tuple((str(s), label) for s, label in STATUS_LABELS.items()),
+    ),
+    FieldSpec(
+        "mailprobe_reason",
+        "Email status reason",
+        FieldKind.ENUM,
+        "Why mailprobe gave this status.",
+        tuple((str(r), label) for r, label in REASON_LABELS.items()),
+    ),
+    FieldSpec(
+        "mailprobe_action",
+        "Email send recommendation",
+        FieldKind.ENUM,
+        "What to do with the address.",
+        tuple((str(a), label) for a, label in ACTION_LABELS.items()),
+    ),
+    FieldSpec(
+        "mailprobe_score", "Email score", FieldKind.NUMBER, "0-100, higher is safer to send to."
+    ),
+    FieldSpec(
+        "mailprobe_verified_at", "Email last verified", FieldKind.DATETIME, "When (UTC)."
+    ),
+    FieldSpec(
+        "mailprobe_verified_email",
+        "Email address verified",
+        FieldKind.TEXT,
+        "The address these fields describe.",
+    ),
+    FieldSpec(
+        "mailprobe_next_check",
+        "Email next verification",
+        FieldKind.DATE,
+        "When the result expires and the address is verified again.",
+    ),
+    FieldSpec(
+        "mailprobe_suggestion",
+        "Email suggested correction",
+        FieldKind.TEXT,
+        "A likely fix for a mistyped address.",
+    ),
+    FieldSpec(
+        "mailprobe_provider", "Mailbox provider", FieldKind.TEXT, "Who hosts the mailbox."
+    ),
+    FieldSpec(
+        "mailprobe_smtp_reply",
+        "Email server reply",
+        FieldKind.TEXT,
+        "The mail server's answer to the check.",
+    ),
+    FieldSpec(
+        "mailprobe_catch_all", "Catch-all domain", FieldKind.BOOL, "The domain takes any address."
+    ),
+    FieldSpec("mailprobe_role", "Role address", FieldKind.BOOL, "A shared address (info@...)."),
+    FieldSpec(
+        "mailprobe_disposable",
+        "Disposable address",
+        FieldKind.BOOL,
+        "A throwaway mailbox service.",
+    ),
+    FieldSpec(
+        "mailprobe_free",
+        "Free email provider",
+        FieldKind.BOOL,
+        "A free mailbox provider (gmail.com...).",
+    ),
+)
+
+FIELD_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIELDS)
+
+
+def smtp_reply_text(result: VerificationResult) -> str | None:
+    """Return the server's reply as one line (`550 5.1.1 User unknown`), or None."""
+    smtp = result.checks.smtp
+    if smtp is None or smtp.response_code is None:
+        return None
+    text = f"{smtp.response_code} {smtp.response_message or ''}".strip()
+    return " ".join(text.split())[:500]
+
+
+def field_values(result: VerificationResult, *, next_check: date | None) -> dict[str, FieldValue]:
+    """Return every mailprobe field's value for a result (plain Python values)."""
+    smtp = result.checks.smtp
+    verified_at: datetime = result.verified_at
+    return {
+        "mailprobe_status": str(result.status),
+        "mailprobe_reason": str(result.reason),
+        "mailprobe_action": str(result.action),
+        "mailprobe_score": result.score,
+        "mailprobe_verified_at": verified_at,
+        "mailprobe_verified_email": result.normalized or result.email,
+        "mailprobe_next_check": next_check,
+        "mailprobe_suggestion": result.suggestion,
+        "mailprobe_provider": smtp.smtp_provider if smtp is not None else None,
+        "mailprobe_smtp_reply": smtp_reply_text(result),
+        "mailprobe_catch_all": result.checks.catch_all,
+        "mailprobe_role": result.checks.role,
+        "mailprobe_disposable": result.checks.disposable,
+        "mailprobe_free": result.checks.free,
+    }

@@ -1,0 +1,227 @@
+"""The application's settings: one YAML file, overridden by `MAILPROBE_…` environment variables.
+
+Sources, strongest first: values passed in code, the environment (`__` nests:
+`MAILPROBE_ENGINE__SMTP__PORT=2525`), the YAML file, the defaults below. Unknown keys and bad
+values become one ConfigError that names the key. Secrets are SecretStr: never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from engine.settings import EngineSettings
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = Path("mailprobe.yaml")
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def interval_seconds(schedule: str) -> float | None:
+    """Return the seconds of an interval schedule (`30s`, `15m`, `1h`, `1d`), None for cron."""
+    match = _INTERVAL.match(schedule)
+    return float(match[1]) * _UNIT_S[match[2]] if match else None
+
+
+def _check_schedule(value: str) -> str:
+    if interval_seconds(value) is not None:
+        if interval_seconds(value) <= 0:
+            raise ValueError("an interval must be longer than 0")
+        return value.strip()
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is neither an interval (30s, 15m, 1h, 1d) nor a cron expression "
+            f"('*/15 * * * *'): {exc}"
+        ) from None
+    return value.strip()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Section):
+    """Where mailprobe keeps its state."""
+
+    path: Path = Field(Path("mailprobe.db"), description="SQLite database file.")
+
+
+class FreshnessDays(_Section):
+    """How long a result is reused before the address is verified again."""
+
+    valid: float = 30
+    catch_all: float = 30
+    risky: float = 30
+    invalid: float = 90
+
+
+class PolicySettings(_Section):
+    """How results are judged and how long they stay fresh."""
+
+    role_is_risky: bool = Field(False, description="Role addresses (info@...) become risky.")
+    fresh_days: FreshnessDays = Field(default_factory=FreshnessDays)
+    unknown_retry_min_s: float = Field(900, gt=0, description="First retry of an unknown.")
+    unknown_retry_max_s: float = Field(86400, gt=0, description="Longest retry back-off.")
+    unknown_max_attempts: int = Field(
+        6, ge=1, description="After this many unknowns in a row, stop retrying (action caution)."
+    )
+
+
+class _ConnectorBase(_Section):
+    enabled: bool = True
+    schedule: str = Field("15m", description="Interval (30s, 15m, 1h, 1d) or cron expression.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_valid(cls, value: str) -> str:
+        return _check_schedule(value)
+
+
+class CsvConnectorSettings(_ConnectorBase):
+    """A drop folder: CSV files in inbox/ come back verified in outbox/."""
+
+    type: Literal["csv"] = "csv"
+    schedule: str = "1m"
+    folder: Path = Path("mailprobe-drop")
+    settle_s: float = Field(5.0, ge=0, description="A file must be unchanged this long.")
+    email_column: str | None = Field(None, description="Header of the email column; auto.")
+
+
+class HubSpotConnectorSettings(_ConnectorBase):
+    """A HubSpot portal reached with a private app token."""
+
+    type: Literal["hubspot"] = "hubspot"
+    access_token: SecretStr | None = Field(None, description="Private app token (environment).")
+    base_url: str = "https://api.hubapi.com"
+    backfill: bool | date = Field(
+        True, description="Verify existing contacts on the first pass: true, false or a date."
+    )
+
+
+class SendGridConnectorSettings(_ConnectorBase):
+    """SendGrid Marketing Campaigns contacts, read from lists."""
+
+    type: Literal["sendgrid"] = "sendgrid"
+    api_key: SecretStr | None = Field(None, description="API key (environment).")
+    base_url: str = "https://api.sendgrid.com"
+    lists: list[str] = Field(default_factory=list, description="List ids or names; none = all.")
+    invalid_list: str | None = Field(None, description="List that invalid contacts are added to.")
+
+
+ConnectorSettings = Annotated[
+    CsvConnectorSettings | HubSpotConnectorSettings | SendGridConnectorSettings,
+    Field(discriminator="type"),
+]
+
+
+def _default_connectors() -> dict[str, Any]:
+    return {"drop": CsvConnectorSettings()}
+
+
+class ApiSettings(_Section):
+    """The HTTP API for real-time checks."""
+
+    enabled: bool = False
+    listen: str = Field("127.0.0.1:8080", description="host:port to listen on.")
+    keys: list[SecretStr] = Field(default_factory=list, description="Accepted API keys.")
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per key per minute.")
+    default_timeout_ms: int = Field(5000, ge=100, le=60000)
+
+
+class LogSettings(_Section):
+    """How mailprobe logs."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AppSettings(BaseSettings):
+    """Every setting of mailprobe; `load_settings()` builds it from file and environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILPROBE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    connectors: dict[str, ConnectorSettings] = Field(default_factory=_default_connectors)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def _yaml_mapping(path: Path) -> None:
+    """Raise ConfigError unless the file is readable YAML holding a mapping (or nothing)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the config file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"not valid YAML: {exc}".replace("\n", " ")) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(str(path), "the config file must be a mapping of sections") from None
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    problem = first["msg"]
+    if first["type"] == "extra_forbidden":
+        problem = "unknown setting (check the spelling against config.example.yaml)"
+    elif first["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        problem = "each connector needs `type: csv`, `type: hubspot` or `type: sendgrid`"
+    more = len(error.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {problem}{tail} [{source}]"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
+    """Return the settings from `path` (default ./mailprobe.yaml if present) and the environment."""
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(str(path), "config file not found (mailprobe init writes one)")
+        _yaml_mapping(path)
+    yaml_file = path
+
+    class _FromFile(AppSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if yaml_file is not None:
+                sources.append(
+                    YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file, deep_merge=True)
+                )
+            return tuple(sources)
+
+    source = f"{path} and MAILPROBE_* environment" if path else "MAILPROBE_* environment"
+    try:
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("", _describe(exc, source)) from None

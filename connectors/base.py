@@ -54,6 +54,8 @@ class FieldUpdate:
 
     external_id: str
     fields: Mapping[str, FieldValue]
+    #: the record's address at the source; sinks that upsert by email (SendGrid) need it
+    email: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,3 +1,5 @@
 """Shared fixtures: real servers on loopback, one import line per fake module."""
 
 # Each fake module under tests/fakes/ defines its fixtures; they are made visible here.
+from tests.fakes.dns import dns_server  # noqa: F401
+from tests.fakes.smtp import smtp_server, smtp_servers  # noqa: F401

@@ -1,0 +1,339 @@
+"""engine/syntax.py: what is an address, its normalised form, and typo suggestions."""
+
+import dataclasses
+
+import pytest
+
+from engine.syntax import Address, InvalidAddress, parse_address, suggest_correction
+
+
+def _parsed(text: str, **options: bool) -> Address:
+    result = parse_address(text, **options)
+    assert isinstance(result, Address), result
+    return result
+
+
+def _rejected(text: str, **options: bool) -> InvalidAddress:
+    result = parse_address(text, **options)
+    assert isinstance(result, InvalidAddress), result
+    return result
+
+
+# --- valid and invalid ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "normalized"),
+    [
+        ("john@enterprise.com", "john@enterprise.com"),
+        ("John.Smith@Enterprise.COM", "John.Smith@enterprise.com"),
+        ("jane+newsletter@example.com", "jane+newsletter@example.com"),
+        ("o'brien@example.co.uk", "o'brien@example.co.uk"),
+        ("!#$%&'*+/=?^_`{|}~-@example.org", "!#$%&'*+/=?^_`{|}~-@example.org"),
+        ("first.middle.last@sub.domain.example", "first.middle.last@sub.domain.example"),
+        ("x@mail-server.example", "x@mail-server.example"),
+        ("user@123.com", "user@123.com"),
+        ("test@io", "test@io"),
+        # RFC 2142 names are case-insensitive; email-validator lower-cases them
+        ("Postmaster@Example.com", "postmaster@example.com"),
+    ],
+)
+def test_valid_address_is_normalized(text: str, normalized: str) -> None:
+    assert _parsed(text).normalized == normalized
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "plainaddress",
+        "@example.com",
+        "user@",
+        "user@@example.com",
+        "a@b@example.com",
+        ".user@example.com",
+        "user.@example.com",
+        "us..er@example.com",
+        "user@-example.com",
+        "user@example-.com",
+        "user@exa..mple.com",
+        "user@example.com.",
+        "us er@example.com",
+        "user@exa mple.com",
+        "user(comment)@example.com",
+        "user@example.com (comment)",
+        "John Smith <john@example.com>",
+        "<john@example.com>",
+        '"quoted"@example.com',
+        '"john smith"@example.com',
+        "user@[192.0.2.1]",
+        "user@[IPv6:2001:db8::1]",
+        "user@example.123",
+        "user@192.0.2.1",
+        "user@exam_ple.com",
+        "user@localhost",
+        "user@printer.local",
+        "user@host.invalid",
+        "user@hidden.onion",
+        "user@1.0.0.127.in-addr.arpa",
+        "user@host.test",
+        "user\u0007@example.com",
+        "user@example.com\n",
+        "user@exa\r\nmple.com",
+        "\nuser@example.com",
+    ],
+)
+def test_malformed_text_is_invalid_address(text: str) -> None:
+    assert _rejected(text).message
+
+
+def test_invalid_address_keeps_stripped_text_and_email_validator_message() -> None:
+    result = _rejected("  user@@example.com ")
+    assert result.original == "user@@example.com"
+    assert "@" in result.message
+
+
+def test_invalid_address_is_a_frozen_value_not_an_exception() -> None:
+    result = _rejected("nope")
+    assert not isinstance(result, BaseException)
+    assert result == InvalidAddress(result.original, result.message)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.message = "changed"  # type: ignore[misc]
+
+
+def test_address_is_frozen_and_hashable() -> None:
+    address = _parsed("jane@example.com")
+    assert {address: 1}[_parsed("jane@example.com")] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        address.domain = "other.example"  # type: ignore[misc]
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+
+def test_domain_is_lowercased_and_local_part_case_kept() -> None:
+    address = _parsed("Jane.DOE@Example.COM")
+    assert (address.local_part, address.domain) == ("Jane.DOE", "example.com")
+
+
+@pytest.mark.parametrize(
+    ("text", "domain", "domain_unicode"),
+    [
+        ("jane@bücher.example", "xn--bcher-kva.example", "bücher.example"),
+        ("jane@BÜCHER.example", "xn--bcher-kva.example", "bücher.example"),
+        ("jane@xn--bcher-kva.example", "xn--bcher-kva.example", "bücher.example"),
+        ("jane@例え.jp", "xn--r8jz45g.jp", "例え.jp"),
+        ("jane@παράδειγμα.δοκιμή", "xn--hxajbheg2az3al.xn--jxalpdlp", "παράδειγμα.δοκιμή"),
+    ],
+)
+def test_idn_domain_becomes_a_label_with_u_label_kept(
+    text: str, domain: str, domain_unicode: str
+) -> None:
+    address = _parsed(text)
+    assert (address.domain, address.domain_unicode) == (domain, domain_unicode)
+    assert address.normalized == f"jane@{domain}"
+    assert not address.smtputf8
+
+
+@pytest.mark.parametrize(
+    ("text", "local_part"),
+    [
+        ("jürgen@example.com", "jürgen"),
+        ("δοκιμή@example.com", "δοκιμή"),
+        ("用户@例子.广告", "用户"),
+        # NFC: "u" + combining diaeresis becomes "ü"
+        ("ju\u0308rgen@example.com", "jürgen"),
+    ],
+)
+def test_non_ascii_local_part_needs_smtputf8(text: str, local_part: str) -> None:
+    address = _parsed(text)
+    assert address.smtputf8
+    assert address.local_part == local_part
+
+
+def test_ascii_address_needs_no_smtputf8() -> None:
+    assert not _parsed("jane@example.com").smtputf8
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  jane@example.com  ",
+        "\tjane@example.com\t",
+        "\u00a0jane@example.com\u00a0",
+        "\ufeffjane@example.com",
+        "jane@example.com\u200b",
+        "\r\n jane@example.com",  # RFC 5322 folding: CRLF followed by a space
+        "jane@example.com\r\n\t",
+    ],
+)
+def test_white_space_around_address_is_stripped(text: str) -> None:
+    address = _parsed(text)
+    assert address.original == "jane@example.com"
+    assert address.normalized == "jane@example.com"
+
+
+@pytest.mark.parametrize(
+    "text", ["jane@example.com\r\n", "\r\njane@example.com", "jane@example.com\r", "ja\nne@x.com"]
+)
+def test_line_break_not_folding_is_invalid(text: str) -> None:
+    assert "line break" in _rejected(text).message
+
+
+def test_original_keeps_input_form_while_normalized_uses_a_label() -> None:
+    address = _parsed(" Jane@Bücher.Example ")
+    assert address.original == "Jane@Bücher.Example"
+    assert address.normalized == "Jane@xn--bcher-kva.example"
+
+
+# --- length limits -------------------------------------------------------------------------
+
+
+def test_local_part_of_64_characters_is_valid() -> None:
+    assert _parsed("a" * 64 + "@example.com")
+
+
+def test_local_part_of_65_characters_is_invalid() -> None:
+    assert "too long" in _rejected("a" * 65 + "@example.com").message
+
+
+def _domain_of_length(length: int) -> str:
+    # labels of 63 characters (the maximum) joined by dots, ending in ".com"
+    body = length - len(".com")
+    labels = []
+    while body > 0:
+        size = min(63, body)
+        labels.append("d" * size)
+        body -= size + 1
+    return ".".join(labels) + ".com"
+
+
+def test_address_of_254_octets_is_valid() -> None:
+    text = "a" * 64 + "@" + _domain_of_length(189)
+    assert len(text) == 254
+    assert _parsed(text)
+
+
+def test_address_of_255_octets_is_invalid() -> None:
+    text = "a" * 64 + "@" + _domain_of_length(190)
+    assert len(text) == 255
+    assert "too long" in _rejected(text).message
+
+
+def test_address_length_counts_utf8_octets() -> None:
+    # 63 two-octet characters: 63 characters but 126 octets of local part
+    text = "é" * 63 + "@" + _domain_of_length(127)
+    assert len(text) == 191 and len(text.encode()) == 254
+    assert _parsed(text)
+    assert "too long" in _rejected("é" * 63 + "@" + _domain_of_length(128)).message
+
+
+def test_domain_label_of_63_characters_is_valid() -> None:
+    assert _parsed("a@" + "d" * 63 + ".com")
+
+
+def test_domain_label_of_64_characters_is_invalid() -> None:
+    assert "periods" in _rejected("a@" + "d" * 64 + ".com").message
+
+
+# --- unusual forms (see the table in engine/syntax.py) -------------------------------------
+
+
+def test_tld_only_domain_is_accepted_for_dns_to_decide() -> None:
+    assert _parsed("user@org").domain == "org"
+
+
+@pytest.mark.parametrize("text", ["user@iana.123", "user@255.255.255.255"])
+def test_numeric_tld_is_invalid(text: str) -> None:
+    assert "TLD" in _rejected(text).message
+
+
+def test_quoted_local_part_is_invalid_even_when_plain_inside() -> None:
+    assert "Quoting" in _rejected('"jane"@example.com').message
+
+
+def test_address_literal_is_invalid() -> None:
+    assert "bracketed" in _rejected("jane@[192.0.2.1]").message
+
+
+# --- test domains --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["user@host.test", "user@test", "user@mx.sub.test"])
+def test_test_domain_is_valid_only_when_allowed(text: str) -> None:
+    assert "special-use" in _rejected(text).message
+    assert _parsed(text, allow_test_domains=True).normalized == text
+
+
+@pytest.mark.parametrize(
+    "text", ["user@localhost", "user@host.invalid", "user@host.local", "user@x.onion"]
+)
+def test_other_special_use_names_stay_invalid_with_test_domains(text: str) -> None:
+    assert _rejected(text, allow_test_domains=True)
+
+
+@pytest.mark.parametrize("text", ["user@example.com", "user@host.example", "user@example.org"])
+def test_example_domains_are_valid_without_test_domains(text: str) -> None:
+    assert _parsed(text).normalized == text
+
+
+# --- suggestions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("jane@gmial.com", "jane@gmail.com"),
+        ("jane@gmai.com", "jane@gmail.com"),
+        ("jane@gnail.com", "jane@gmail.com"),
+        ("jane@gmail.con", "jane@gmail.com"),
+        ("jane@gmail.cmo", "jane@gmail.com"),
+        ("jane@gmail.cm", "jane@gmail.com"),
+        ("jane@gmail.co", "jane@gmail.com"),
+        ("jane@gmailcom", "jane@gmail.com"),
+        ("jane@gmail", "jane@gmail.com"),
+        ("jane@gmial.con", "jane@gmail.com"),
+        ("jane@hotmial.com", "jane@hotmail.com"),
+        ("jane@hotmail.co", "jane@hotmail.com"),
+        ("jane@hotmail.couk", "jane@hotmail.co.uk"),
+        ("jane@hotmail.uk", "jane@hotmail.co.uk"),
+        ("jane@yahoo.co.uj", "jane@yahoo.co.uk"),
+        ("jane@yaho.com", "jane@yahoo.com"),
+        ("jane@yahooo.com", "jane@yahoo.com"),
+        ("jane@outlok.com", "jane@outlook.com"),
+        ("jane@outlook.cmo", "jane@outlook.com"),
+        ("jane@iclod.com", "jane@icloud.com"),
+        ("jane@icloud.co", "jane@icloud.com"),
+        ("jane@googlemial.com", "jane@googlemail.com"),
+        ("jane@protonmai.com", "jane@protonmail.com"),
+        ("jane@comcast.nte", "jane@comcast.net"),
+        ("jane@aol.cm", "jane@aol.com"),
+        ("Jane.Doe@GMIAL.COM", "Jane.Doe@gmail.com"),
+    ],
+)
+def test_typo_of_popular_domain_is_corrected(text: str, suggestion: str) -> None:
+    assert suggest_correction(_parsed(text)) == suggestion
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        # known mailbox domains, popular or not
+        "gmail.com", "googlemail.com", "gmx.de", "gmx.net", "gmx.com", "mail.com", "email.com",
+        "ymail.com", "aim.com", "me.com", "mac.com", "hotmail.dk", "hotmail.se", "live.ca",
+        "yahoo.co.jp", "yahoo.com.au", "proton.me", "protonmail.ch", "mail.de", "cloud.com",
+        # a known brand under another suffix is not a slip
+        "yahoo.se", "gmail.de", "orange.es", "gmx.at", "email.co",
+        # not close to a popular domain, or too short a name to guess
+        "mycompany.com", "acme.io", "enterprise.com", "love.com", "wen.de", "aol.de",
+        "gmail-like.com", "bücher.example",
+    ],
+)  # fmt: skip
+def test_known_or_distant_domain_gets_no_suggestion(domain: str) -> None:
+    assert suggest_correction(_parsed(f"jane@{domain}")) is None
+
+
+def test_suggestion_is_deterministic_and_picks_the_closest_domain() -> None:
+    # hotmail.co is one slip from hotmail.com and three from hotmail.co.uk
+    suggestions = {suggest_correction(_parsed("a@hotmail.co")) for _ in range(5)}
+    assert suggestions == {"a@hotmail.com"}

@@ -107,9 +107,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "mailprobe_score", "Email score", FieldKind.NUMBER, "0-100, higher is safer to send to."
     ),
-    FieldSpec(
-        "mailprobe_verified_at", "Email last verified", FieldKind.DATETIME, "When (UTC)."
-    ),
+    FieldSpec("mailprobe_verified_at", "Email last verified", FieldKind.DATETIME, "When (UTC)."),
     FieldSpec(
         "mailprobe_verified_email",
         "Email address verified",
@@ -128,9 +126,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         FieldKind.TEXT,
         "A likely fix for a mistyped address.",
     ),
-    FieldSpec(
-        "mailprobe_provider", "Mailbox provider", FieldKind.TEXT, "Who hosts the mailbox."
-    ),
+    FieldSpec("mailprobe_provider", "Mailbox provider", FieldKind.TEXT, "Who hosts the mailbox."),
     FieldSpec(
         "mailprobe_smtp_reply",
         "Email server reply",

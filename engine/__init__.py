@@ -25,6 +25,7 @@ from .result import (
     VerificationResult,
 )
 from .settings import EngineSettings
+from .verifier import Verifier
 
 __all__ = [
     "Action",
@@ -43,4 +44,5 @@ __all__ = [
     "Status",
     "Verdict",
     "VerificationResult",
+    "Verifier",
 ]

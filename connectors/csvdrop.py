@@ -24,13 +24,14 @@ Decisions, so the pipeline and users can rely on them:
   input had one or was in a legacy 8-bit encoding (Excel needs it to read accents as UTF-8).
 - Formula injection (OWASP "CSV Injection"): a cell starting with = + - @ tab CR or LF gets a
   leading `'`, original cells too, except plain numbers (`-12.5`, `+33`), which cannot carry a
-  formula and would otherwise be corrupted (the defusedcsv rule).
+  formula (only digits, a sign, dots and commas) and would otherwise turn into text.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import os
 import re
 import secrets
@@ -157,12 +158,13 @@ class DropFolder:
             return []
         moment = time.time() if now is None else now
         ready = []
-        for entry in os.scandir(self.inbox):
-            if not _is_candidate(entry.name):
-                continue
-            with suppress(FileNotFoundError):  # removed while we looked
-                if entry.is_file() and moment - entry.stat().st_mtime >= self.settle_s:
-                    ready.append(Path(entry.path))
+        with os.scandir(self.inbox) as entries:
+            for entry in entries:
+                if not _is_candidate(entry.name):
+                    continue
+                with suppress(FileNotFoundError):  # removed while we looked
+                    if entry.is_file() and moment - entry.stat().st_mtime >= self.settle_s:
+                        ready.append(Path(entry.path))
         return sorted(ready, key=lambda path: path.name)
 
     def open(self, path: Path) -> CsvTable:
@@ -309,35 +311,44 @@ class _OutputLayout:
 
     header: tuple[str, ...]
     width: int  # the input's column count; a ragged row is padded or split at it
-    in_place: tuple[tuple[str, int], ...]  # mailprobe_* columns the input already has
-    appended: tuple[str, ...]
+    #: output index of each mailprobe_* field: in place when the input has the column already
+    slots: Mapping[str, int]
+    blanks: tuple[str, ...]  # one "" per appended field
 
     @classmethod
     def of(cls, header: tuple[str, ...]) -> _OutputLayout:
         """Return the layout for an input header (() for a headerless list)."""
         names = header or ("email",)
         present = {name.strip().lower(): index for index, name in enumerate(names)}
-        in_place = tuple((f, present[f]) for f in FIELD_NAMES if f in present)
-        appended = tuple(f for f in FIELD_NAMES if f not in present)
-        return cls(names + appended, len(names), in_place, appended)
+        appended = tuple(name for name in FIELD_NAMES if name not in present)
+        slots = {name: present[name] for name in FIELD_NAMES if name in present}
+        slots.update({name: len(names) + offset for offset, name in enumerate(appended)})
+        return cls(names + appended, len(names), slots, ("",) * len(appended))
 
     def row(self, record: list[str], values: Mapping[str, FieldValue]) -> list[str]:
         """Return one output row: original cells, mailprobe_* values, then any extra cells.
 
         A field missing from `values` keeps the input's value (in place) or stays empty.
         """
-        cells = record[: self.width] + [""] * (self.width - len(record))
-        for name, index in self.in_place:
-            if name in values:
-                cells[index] = format_value(values[name])
-        cells += [format_value(values.get(name)) for name in self.appended]
-        return cells + record[self.width :]
+        cells = record[: self.width]
+        if len(cells) < self.width:
+            cells += [""] * (self.width - len(cells))
+        cells += self.blanks
+        for name, value in values.items():
+            index = self.slots.get(name)
+            if index is not None:
+                cells[index] = value if type(value) is str else format_value(value)
+        if len(record) > self.width:
+            cells += record[self.width :]
+        return cells
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 must not share an entry
 def format_value(value: FieldValue) -> str:
-    """Return a field value as CSV text: "" for None, true/false, ISO dates, UTC times with Z."""
-    if type(value) is str:  # the common case first: this runs for every field of every row
-        return value
+    """Return a field value as CSV text: "" for None, true/false, ISO dates, UTC times with Z.
+
+    Cached: a million rows repeat the same few flags, scores, dates and verification seconds.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -447,7 +458,8 @@ def _decode_error_line(path: Path, encoding: str) -> int | None:
             try:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                return lines + chunk.count(b"\n", 0, exc.start)
+                # exc.object is what the decoder saw: its buffered bytes, BOM stripped.
+                return lines + bytes(exc.object).count(b"\n", 0, exc.start)
             _refuse_nul(path.name, text, first_line=lines)
             lines += text.count("\n")
         try:
@@ -515,7 +527,7 @@ def _find_email_column(
                 return header, index
         why = f"email column {configured!r} not found (the header is: {_shown(header)})"
         raise CsvFileError(file_name, f"{why}; fix email_column or the file's header row")
-    index = _email_index(header)
+    index = email_column_index(header)
     if index is not None:
         return header, index
     if len(header) == 1 and "@" in header[0]:
@@ -523,8 +535,11 @@ def _find_email_column(
     raise CsvFileError(file_name, _no_email_column(header))
 
 
-def _email_index(header: tuple[str, ...]) -> int | None:
-    """Return the email column: a known name (by priority), else a header ending in "email"."""
+def email_column_index(header: tuple[str, ...]) -> int | None:
+    """Return the email column: a known name (by priority), else a header ending in "email".
+
+    mailprobe_* columns never count: a verified file dropped again keeps its address column.
+    """
     keys = [
         "" if name.strip().lower().startswith(_FIELD_PREFIX) else _header_key(name)
         for name in header
@@ -537,6 +552,9 @@ def _email_index(header: tuple[str, ...]) -> int | None:
         if key.endswith(("email", "emailaddress")):
             return index
     return None
+
+
+#: mailprobe/bulk.py imports this older private name; drop it once it uses email_column_index.
 
 
 def _no_email_column(header: tuple[str, ...]) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Literal
 
-from connectors.csvdrop import _email_index, format_value
+from connectors.csvdrop import email_column_index, format_value
 from connectors.fields import FIELD_NAMES, field_values
 from engine import Status, VerificationResult, Verifier
 
@@ -55,7 +55,7 @@ def read_input(stream: IO[str]) -> InputTable:
         return InputTable(["email"], 0, iter(()))
     dialect_delimiter = max(",;\t|", key=first_line.count)
     header = next(csv.reader([first_line], delimiter=dialect_delimiter))
-    index = _email_index(tuple(header)) if first_line.count(dialect_delimiter) else None
+    index = email_column_index(tuple(header)) if first_line.count(dialect_delimiter) else None
     if index is None:
         if "@" not in first_line and first_line.count(dialect_delimiter):
             raise InputError("input looks like CSV but has no email column (name it 'email')")

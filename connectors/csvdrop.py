@@ -554,9 +554,6 @@ def email_column_index(header: tuple[str, ...]) -> int | None:
     return None
 
 
-#: mailprobe/bulk.py imports this older private name; drop it once it uses email_column_index.
-
-
 def _no_email_column(header: tuple[str, ...]) -> str:
     """Return the message for a file without an email column: what we looked for and the fix."""
     looked = ", ".join(_EMAIL_HEADERS[:8])

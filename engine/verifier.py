@@ -10,6 +10,7 @@ could not find out is `unknown`, and a bug is `unknown/internal_error` with its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -145,8 +146,10 @@ class Verifier:
 
     async def verify(self, email: str) -> VerificationResult:
         """Return the result for one address."""
-        async for result in self.verify_many([email]):
-            return result
+        # aclosing: stop verify_many's reader task now, not whenever the generator is collected.
+        async with contextlib.aclosing(self.verify_many([email])) as results:
+            async for result in results:
+                return result
         raise AssertionError("verify_many yields one result per address")  # pragma: no cover
 
     async def verify_many(
@@ -299,8 +302,11 @@ class Verifier:
         deadline = time.monotonic() + greylist.max_wait_s
         answers: dict[_Job, _Answer] = {}
         pending = jobs
+        # One made-up address for every try: greylisting keys on (client, sender, recipient), so
+        # a fresh probe on each retry would be greylisted afresh and keep the batch undecided.
+        probe = f"{made_up_local_part(self._rng)}@{route.domain}"
         for attempt in itertools.count():
-            answers.update(await self._converse(route, pending))
+            answers.update(await self._converse(route, pending, probe=probe))
             pending = [j for j in pending if answers[j].verdict.reason is Reason.GREYLISTED]
             if not pending:
                 break
@@ -323,7 +329,9 @@ class Verifier:
     def _targets(self, route: MailRoute) -> list[tuple[str, str]]:
         return [(host.name, ip) for host in route.hosts for ip in host.addresses]
 
-    async def _converse(self, route: MailRoute, jobs: list[_Job]) -> dict[_Job, _Answer]:
+    async def _converse(
+        self, route: MailRoute, jobs: list[_Job], *, probe: str
+    ) -> dict[_Job, _Answer]:
         """Return an answer for every job: sessions over the MX addresses, best first."""
         answers: dict[_Job, _Answer] = {}
         targets = self._targets(route)
@@ -332,7 +340,7 @@ class Verifier:
         index = stalls = busy_rounds = 0
         while remaining and index < len(targets):
             mx_host, ip = targets[index]
-            found = await self._round(route.domain, mx_host, ip, remaining)
+            found = await self._round(route.domain, mx_host, ip, remaining, probe=probe)
             answers.update(found.answers)
             remaining = [job for job in remaining if job not in answers]
             problem = found.problem or problem
@@ -348,13 +356,16 @@ class Verifier:
             answers[job] = problem
         return answers
 
-    async def _round(self, domain: str, mx_host: str, ip: str, jobs: list[_Job]) -> _Round:
+    async def _round(
+        self, domain: str, mx_host: str, ip: str, jobs: list[_Job], *, probe: str
+    ) -> _Round:
         """Run one session with one MX address for as many of the jobs as it may carry."""
         known = self._catch_all.get(domain)
         limit = self.throttle.rcpt_limit(ip)
-        probe = None if known else f"{made_up_local_part(self._rng)}@{domain}"
-        batch = jobs[: max(1, limit - (1 if probe else 0))]
-        recipients = ([probe] if probe else []) + [job.address.normalized for job in batch]
+        asked_probe = None if known else probe  # a domain's known catch-all answer is reused
+        batch = jobs[: max(1, limit - (1 if asked_probe else 0))]
+        recipients = [asked_probe] if asked_probe else []
+        recipients += [job.address.normalized for job in batch]
         try:
             async with self._sessions, self.throttle.session(ip):
                 session = await run_session(
@@ -367,7 +378,7 @@ class Verifier:
                 )
         except ProbeError as exc:
             return _Round({}, problem=_Answer(_error_verdict(exc), mx_host=mx_host), move_on=True)
-        return self._judge(domain, session, probe, batch, known)
+        return self._judge(domain, session, asked_probe, batch, known)
 
     def _judge(
         self,
@@ -391,13 +402,21 @@ class Verifier:
         replies = dict(session.rcpt_replies)
         limited = [r for r in replies.values() if _is_session_limit(r)]
         if limited:
-            self._learn_limit(session, limited[0])
+            self._learn_limit(session)
         else:
             self.throttle.succeeded(session.ip)
+        # A 421 that blames us ("low reputation ... blocked") is a refusal, not a session size:
+        # asking again only digs deeper. A host that limits the first RCPT of a session takes
+        # no recipient now: another MX address may.
+        blocked = bool(limited) and classify(Stage.RCPT, limited[0]).reason is Reason.BLOCKED
+        refused_first = bool(session.rcpt_replies) and _is_session_limit(session.rcpt_replies[0][1])
         if known is None and probe is not None:
             probe_reply = replies.get(probe)
             if probe_reply is None or _is_session_limit(probe_reply):
-                return _Round({}, problem=self._session_problem(session, base, limited))
+                problem = self._session_problem(session, base, limited)
+                return _Round(
+                    {}, problem=problem, move_on=refused_first, busy=bool(limited), final=blocked
+                )
             probe_verdict = classify(Stage.RCPT, probe_reply)
             known = (probe_outcome(probe_verdict), probe_verdict)
             if known[0] in (ProbeOutcome.ACCEPTS_ALL, ProbeOutcome.REJECTS_UNKNOWN):
@@ -416,7 +435,13 @@ class Verifier:
         problem = (
             None if len(answers) == len(batch) else self._session_problem(session, base, limited)
         )
-        return _Round(answers, problem=problem, busy=bool(limited))
+        return _Round(
+            answers,
+            problem=problem,
+            move_on=refused_first,
+            busy=bool(limited) and not blocked,
+            final=blocked and problem is not None,
+        )
 
     def _refused(self, session: Session, base: _Answer) -> _Round:
         """Return the round for a session refused before RCPT (banner, EHLO or MAIL FROM)."""
@@ -431,13 +456,17 @@ class Verifier:
             return _Round({}, problem=answer, move_on=True, busy=busy)
         return _Round({}, problem=answer, final=True)
 
-    def _learn_limit(self, session: Session, limit_reply: SmtpReply) -> None:
-        """Remember a host's recipient limit, or back off after it closed the session."""
-        if limit_reply.code == 421:
-            self.throttle.back_off(session.ip)
-            return
+    def _learn_limit(self, session: Session) -> None:
+        """Remember how many recipients the host took before it stopped us, and back off.
+
+        design.md: back off on 421, 452 and "too many". Learning the limit keeps the next
+        sessions under it (also Postfix's smtpd_hard_error_limit 421), so the back-off does not
+        escalate with every session.
+        """
         answered = sum(1 for _, r in session.rcpt_replies if not _is_session_limit(r))
-        self.throttle.learn_rcpt_limit(session.ip, max(1, answered))
+        self.throttle.back_off(session.ip)
+        if answered:
+            self.throttle.learn_rcpt_limit(session.ip, answered)
 
     def _session_problem(
         self, session: Session, base: _Answer, limited: list[SmtpReply]
@@ -450,8 +479,9 @@ class Verifier:
                 self.throttle.learn_rcpt_limit(session.ip, answered)
             return replace(base, verdict=_error_verdict(session.error))
         if limited:
-            reason = Reason.RATE_LIMITED if limited[0].code != 421 else Reason.TEMPORARY_FAILURE
-            return replace(base, verdict=Verdict.of(reason), reply=limited[0])
+            # The reply itself says why (corpus rule 6: a plain limit is temporary_failure;
+            # one justified by our reputation is blocked).
+            return replace(base, verdict=classify(Stage.RCPT, limited[0]), reply=limited[0])
         return replace(base, verdict=Verdict.of(Reason.PROTOCOL_ERROR))
 
     def _result(self, job: _Job, answer: _Answer, *, route: MailRoute | None) -> VerificationResult:

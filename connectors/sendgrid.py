@@ -244,6 +244,8 @@ def wire_value(kind: FieldKind, value: FieldValue) -> str | int:
     """
     if value is None:
         return ""
+    if kind is FieldKind.ENUM or kind is FieldKind.TEXT:
+        return str(value)
     if kind is FieldKind.BOOL:
         return 1 if value else 0
     if kind is FieldKind.NUMBER:
@@ -251,8 +253,10 @@ def wire_value(kind: FieldKind, value: FieldValue) -> str | int:
         return int(number) if number.is_integer() else number  # type: ignore[return-value]
     if kind in (FieldKind.DATE, FieldKind.DATETIME):
         day = _as_day(value)
-        return day.strftime("%m/%d/%Y") if day is not None else ""
-    return str(value)
+        if day is None:
+            raise ValueError(f"{value!r} is not a date")
+        return day.strftime("%m/%d/%Y")
+    raise ValueError(f"no SendGrid form for {kind}")
 
 
 def _as_day(value: FieldValue) -> date | None:
@@ -379,6 +383,9 @@ class SendGridConnector:
     """SendGrid Marketing lists as a Source and a Sink, over httpx."""
 
     is_sorted = False
+    #: Records one push() can take at once: it splits them into upserts of ≤ 30,000 / ≤ 6 MB
+    #: itself, and each upsert costs a job poll, so bigger batches mean far fewer calls.
+    push_batch = MAX_UPSERT_CONTACTS
 
     def __init__(
         self,
@@ -397,6 +404,8 @@ class SendGridConnector:
         max_rate_wait_s: float = 300,
         timeout_s: float = 60,
         field_limit: int = CUSTOM_FIELD_LIMIT,
+        max_upsert_contacts: int = MAX_UPSERT_CONTACTS,
+        max_upsert_bytes: int = MAX_UPSERT_BYTES,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
     ) -> None:
@@ -414,6 +423,9 @@ class SendGridConnector:
         self._backoff_s = backoff_s
         self._max_rate_wait_s = max_rate_wait_s
         self._field_limit = field_limit
+        # Smaller chunks are allowed (lighter requests, tests); larger ones never.
+        self._max_upsert_contacts = min(max_upsert_contacts, MAX_UPSERT_CONTACTS)
+        self._max_upsert_bytes = min(max_upsert_bytes, MAX_UPSERT_BYTES)
         self._sleep = sleep
         self._clock = clock
         timeout = httpx.Timeout(timeout_s)
@@ -814,9 +826,10 @@ class SendGridConnector:
         """Yield the contacts of one export file, each contact id once per pull."""
         names = {spec.name.casefold(): spec for spec in FIELDS}
         ids = {custom.id.casefold(): custom.name for custom in (self._fields or {}).values()}
+        keys: dict[str, str] = {}  # column → its casefolded name, worked out once per file
         skipped = 0
         for row in _rows_of_export(path):
-            contact = _contact_from(row, names, ids)
+            contact = _contact_from(row, names, ids, keys)
             if contact is None:
                 skipped += 1
                 continue
@@ -844,7 +857,10 @@ class SendGridConnector:
             ids = [list_id for list_id in list_ids if list_id]
             envelope = len(_upsert_body([], ids))
             for chunk in _chunks(
-                rows, envelope=envelope, max_count=MAX_UPSERT_CONTACTS, max_bytes=MAX_UPSERT_BYTES
+                rows,
+                envelope=envelope,
+                max_count=self._max_upsert_contacts,
+                max_bytes=self._max_upsert_bytes,
             ):
                 jobs.extend(await self._submit(chunk, ids, outcome))
         for job_id, rows in jobs:
@@ -871,11 +887,11 @@ class SendGridConnector:
                     )
                 )
                 continue
-            custom = {
-                fields[name].id: wire_value(fields[name].kind, value)
-                for name, value in update.fields.items()
-                if name in fields
-            }
+            try:
+                custom = self._custom_fields(update, fields)
+            except ValueError as exc:
+                outcome.failed.append((update.external_id, str(exc)))
+                continue
             if not custom:
                 outcome.written.append(update.external_id)
                 continue
@@ -888,6 +904,22 @@ class SendGridConnector:
                 _Row(update.external_id, email, payload, to_invalid)
             )
         return plain, invalid
+
+    @staticmethod
+    def _custom_fields(
+        update: FieldUpdate, fields: Mapping[str, CustomField]
+    ) -> dict[str, str | int | float]:
+        """Return an update's values keyed by custom field id; ValueError names a bad value."""
+        custom: dict[str, str | int | float] = {}
+        for name, value in update.fields.items():
+            if name not in fields:
+                continue
+            try:
+                custom[fields[name].id] = wire_value(fields[name].kind, value)
+            except (TypeError, ValueError):
+                sendgrid_type = FIELD_TYPES[fields[name].kind]
+                raise ValueError(f"{name}: {value!r} is not a {sendgrid_type}") from None
+        return custom
 
     def _email_of(self, update: FieldUpdate) -> str | None:
         """Return the address to upsert: the update's, the last pull's, or the verified one."""
@@ -931,7 +963,7 @@ class SendGridConnector:
                 outcome.written.extend(row.external_id for row in rows)
                 return
             if status == "failed":
-                outcome.fail(rows, f"SendGrid import job {job_id} failed; retried next pass")
+                await self._settle_failed(job_id, job, rows, outcome)
                 return
             if status == "errored":
                 await self._settle_errored(job_id, job, rows, outcome)
@@ -940,6 +972,18 @@ class SendGridConnector:
             rows,
             f"SendGrid import job {job_id} still {job.get('status', 'pending')} after "
             f"{self._max_poll_s:.0f}s; retried next pass",
+        )
+
+    async def _settle_failed(
+        self, job_id: str, job: Mapping[str, Any], rows: list[_Row], outcome: _Outcome
+    ) -> None:
+        """Record every row of a failed job as failed, with its own reason when one is given."""
+        url = (job.get("results") or {}).get("errors_url")
+        errors = await self._import_errors(str(url)) if url else {}
+        generic = f"SendGrid import job {job_id} failed; retried next pass"
+        outcome.failed.extend(
+            (row.external_id, f"SendGrid: {errors[row.email]}" if row.email in errors else generic)
+            for row in rows
         )
 
     async def _settle_errored(
@@ -980,10 +1024,20 @@ class SendGridConnector:
 
 
 def _contact_from(
-    row: Mapping[str, Any], names: Mapping[str, FieldSpec], ids: Mapping[str, str]
+    row: Mapping[str, Any],
+    names: Mapping[str, FieldSpec],
+    ids: Mapping[str, str],
+    keys: dict[str, str],
 ) -> Contact | None:
     """Return the Contact an export row describes, or None when it has no contact id."""
-    lowered = {str(key).strip().casefold(): value for key, value in row.items() if key is not None}
+    lowered: dict[str, Any] = {}
+    for key, value in row.items():
+        if key is None:
+            continue  # csv puts surplus cells under None
+        folded = keys.get(key)
+        if folded is None:
+            folded = keys[key] = str(key).strip().casefold()
+        lowered[folded] = value
     contact_id = lowered.get("contact_id") or lowered.get("id")
     if not contact_id:
         return None

@@ -132,3 +132,242 @@ def _configure_logging(ctx: click.Context, settings: AppSettings) -> None:
         logging.basicConfig(level=settings.log.level, stream=sys.stderr)
         return
     configure(level=settings.log.level, fmt=fmt, secrets=())
+
+
+# -- the daemon's commands: run, sync, status, init, config ------------------------------------
+
+EXIT_FAILED = 1
+_STATUS_ORDER = ("valid", "invalid", "catch_all", "risky", "unknown")
+
+
+def _service_logging(ctx: click.Context, settings: AppSettings) -> None:
+    """Set up logging for the service commands, masking every configured secret."""
+    from .logs import configure, secret_values
+
+    fmt = ctx.obj.get("log_format") or settings.log.format
+    configure(level=settings.log.level, fmt=fmt, secrets=secret_values(settings))
+
+
+async def _with_service(settings: AppSettings, only: str | None, work: Callable[..., Any]) -> Any:
+    """Open the store, connectors and verifier, run `work(store, connectors, verifier)`, close."""
+    from engine import Verifier
+
+    from .daemon import open_store
+    from .wiring import build_connectors, close_connectors
+
+    connectors = build_connectors(settings, only=only)
+    store = open_store(settings)
+    try:
+        verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
+        async with verifier:
+            return await work(store, connectors, verifier)
+    finally:
+        await close_connectors(connectors)
+        store.close()
+
+
+@main.command()
+@click.pass_context
+@_user_errors
+def run(ctx: click.Context) -> None:
+    """Run the service: each enabled connector on its schedule, until SIGTERM or Ctrl-C.
+
+    With no config file: the store is ./mailprobe.db and CSV files dropped into
+    ./mailprobe-drop/inbox/ come back verified in ./mailprobe-drop/outbox/.
+    """
+    import asyncio
+
+    from .daemon import Daemon
+
+    settings = _settings(ctx)
+    _service_logging(ctx, settings)
+
+    async def serve(store: Any, connectors: Any, verifier: Any) -> None:
+        daemon = Daemon(settings, store=store, connectors=connectors, verifier=verifier)
+        await daemon.run()
+
+    asyncio.run(_with_service(settings, None, serve))
+
+
+@main.command()
+@click.option(
+    "--connector", "only", metavar="NAME", default=None, help="Only this connector (by name)."
+)
+@click.pass_context
+@_user_errors
+def sync(ctx: click.Context, only: str | None) -> None:
+    """Run one pass of each enabled connector (or --connector NAME), then exit.
+
+    Exit status 1 when a connector failed; the reason is printed.
+    """
+    import asyncio
+
+    from .daemon import sync_once
+
+    settings = _settings(ctx)
+    _service_logging(ctx, settings)
+
+    async def once(store: Any, connectors: Any, verifier: Any) -> Any:
+        return await sync_once(settings, store=store, connectors=connectors, verifier=verifier)
+
+    reports = asyncio.run(_with_service(settings, only, once))
+    for report in reports:
+        counts = report.counts
+        click.echo(
+            f"{report.connector}: {report.outcome} (pulled {counts.pulled}, queued "
+            f"{counts.queued}, verified {counts.verified}, written {counts.written}, "
+            f"failed {counts.failed})"
+        )
+    failed = [report for report in reports if not report.ok]
+    for report in failed:
+        click.echo(f"mailprobe: connector {report.connector} failed: {report.error}", err=True)
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _when(moment: Any) -> str:
+    from engine.result import format_time
+
+    return format_time(moment) if moment is not None else "never"
+
+
+def _status_lines(summary: Any) -> list[str]:
+    """Return `mailprobe status` as text lines: one row per connector, then totals."""
+    header = ("connector", "last pass", "outcome", "queued", "verified", "written", "errors")
+    rows = [header]
+    notes = []
+    for item in summary.connectors:
+        outcome = str(item.last_outcome) if item.last_outcome else "-"
+        rows.append(
+            (
+                item.connector,
+                _when(item.last_started),
+                outcome,
+                str(item.queued),
+                str(item.verified),
+                str(item.written),
+                str(item.errors),
+            )
+        )
+        if item.last_error:
+            paused = " (paused until fixed and restarted)" if outcome == "fatal" else ""
+            notes.append(f"  {item.connector}: last pass {outcome}{paused}: {item.last_error}")
+        waiting = {k: v for k, v in item.files.items() if k not in ("done", "failed")}
+        if item.files:
+            notes.append(
+                f"  {item.connector}: files done {item.files.get('done', 0)}, failed "
+                f"{item.files.get('failed', 0)}, in progress {sum(waiting.values())}"
+            )
+        if item.contacts:
+            parts = ", ".join(f"{k} {v}" for k, v in sorted(item.contacts.items()))
+            notes.append(f"  {item.connector}: contacts {parts}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines += notes
+    totals = summary.results_by_status
+    known = [s for s in _STATUS_ORDER if s in totals] + sorted(set(totals) - set(_STATUS_ORDER))
+    by_status = ", ".join(f"{s} {totals[s]}" for s in known)
+    lines.append(f"results: {sum(totals.values())}" + (f" ({by_status})" if by_status else ""))
+    return lines
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@click.pass_context
+@_user_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show each connector's last pass, queue, verified, written and errors; totals by status."""
+    import dataclasses
+    import json
+
+    from .daemon import open_store
+
+    settings = _settings(ctx)
+    path = settings.store.path
+    if not path.exists():
+        click.echo(f"no store at {path} yet: `mailprobe run` or `mailprobe sync` creates it")
+        return
+    with open_store(settings) as store:
+        summary = store.status_summary(settings.connectors)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(summary), default=str, indent=2))
+        return
+    click.echo(f"store: {path}")
+    for line in _status_lines(summary):
+        click.echo(line)
+
+
+@main.command()
+@click.argument(
+    "path", type=click.Path(path_type=Path, dir_okay=False), default=Path("mailprobe.yaml")
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@_user_errors
+def init(path: Path, force: bool) -> None:
+    """Write a commented starter config (every setting with its default) to PATH."""
+    from importlib.resources import files
+
+    from .errors import InputError
+
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; use --force to overwrite it")
+    template = files("mailprobe").joinpath("config_template.yaml").read_text(encoding="utf-8")
+    try:
+        path.write_text(template, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    click.echo(f"wrote {path}; edit it, then run: mailprobe --config {path} run")
+
+
+@main.command()
+@click.pass_context
+@_user_errors
+def config(ctx: click.Context) -> None:
+    """Print the effective settings (file, environment, defaults) as YAML, secrets masked."""
+    import yaml
+
+    settings = _settings(ctx)
+    data = settings.model_dump(mode="json")
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@main.command()
+@click.option(
+    "--listen", metavar="HOST:PORT", default=None, help="Where to listen (overrides api.listen)."
+)
+@click.option(
+    "--no-store", is_flag=True, help="Keep cached results in memory, not in the store file."
+)
+@click.pass_context
+@_user_errors
+def serve(ctx: click.Context, listen: str | None, no_store: bool) -> None:
+    """Run the real-time verification HTTP API alone, until SIGTERM or Ctrl-C.
+
+    Answers are cached in the store (store.path, shared with `mailprobe run`) unless --no-store.
+    Without api.keys it only listens on loopback. Reference at http://HOST:PORT/docs.
+    """
+    import asyncio
+
+    from . import api
+    from .daemon import open_store
+
+    settings = _settings(ctx)
+    if listen is not None:
+        settings = settings.model_copy(
+            update={"api": settings.api.model_copy(update={"listen": listen})}
+        )
+    _service_logging(ctx, settings)
+    api.listen_address(settings.api)  # a bad or open address fails before the store is touched
+    store = None if no_store else open_store(settings)
+    try:
+        asyncio.run(api.serve(settings, store=store))
+    finally:
+        if store is not None:
+            store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""The long-running service and the one-shot sync: scheduling passes, stopping cleanly.
+
+`Daemon.run()` schedules one APScheduler job per enabled connector (id = its name, never two
+passes at once, missed runs coalesced), a retry job for CRM connectors' due unknowns and expired
+results, and the HTTP API when `api.enabled`. SIGTERM and SIGINT let the current step finish
+(a page, a result, a file stage) and return, so the process exits 0 and the next start resumes.
+A connector that fails is logged and recorded for `mailprobe status`; one that cannot work until
+its configuration changes (bad token) is paused until restart; the others go on.
+
+AsyncIOScheduler runs jobs as tasks on the one event loop the engine, the store and the API
+share: the SQLite connection never crosses threads (the pipeline's file workers open their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .errors import StoreError
+from .freshness import Freshness
+from .pipeline import BulkVerifier, Connector, CrmConnector, CsvDrop, PassReport, Pipeline
+from .settings import AppSettings, interval_seconds
+from .store import RunOutcome, Store
+
+log = logging.getLogger(__name__)
+
+#: How often the retry job looks for due unknowns and expired results of CRM contacts.
+RETRY_INTERVAL_S = 300.0
+RETRY_JOB_ID = "_retries"
+
+StopApi = Callable[[], Awaitable[None]]
+
+
+def freshness_for(settings: AppSettings) -> Freshness:
+    """Return the expiry rules: the policy, with greylisted retries after the engine's last wait."""
+    delays = settings.engine.greylist.retry_delays_s
+    return Freshness(settings.policy, greylist_retry_s=max(delays) if delays else None)
+
+
+def open_store(settings: AppSettings) -> Store:
+    """Open (creating or migrating) the store the settings name."""
+    return Store(settings.store.path, freshness=freshness_for(settings))
+
+
+def trigger_for(schedule: str) -> BaseTrigger:
+    """Return the APScheduler trigger of a schedule: an interval (`15m`) or a crontab line."""
+    seconds = interval_seconds(schedule)
+    if seconds is not None:
+        return IntervalTrigger(seconds=seconds, timezone=UTC)
+    return CronTrigger.from_crontab(schedule, timezone=UTC)
+
+
+async def start_api(
+    settings: AppSettings, store: Store, *, verifier: BulkVerifier | None = None
+) -> StopApi | None:
+    """Start the HTTP API on this loop when `api.enabled`; return the coroutine that stops it.
+
+    mailprobe/api.py offers `async start_api(settings, store, *, verifier)` returning an async
+    no-argument stop function; it raises ConfigError before listening when api.listen is bad.
+    """
+    if not settings.api.enabled:
+        return None
+    try:
+        from . import api
+    except ImportError:
+        log.warning("api.enabled is set, but this build has no HTTP API (mailprobe/api.py)")
+        return None
+    return await api.start_api(settings, store, verifier=verifier)  # type: ignore[arg-type]
+
+
+def announce_drop_folders(connectors: Mapping[str, Connector]) -> None:
+    """Create each drop folder's layout and log where to drop files."""
+    for connector in connectors.values():
+        if isinstance(connector, CsvDrop):
+            connector.folder.ensure_layout()
+            log.info(
+                "drop CSV files into %s; verified copies appear in %s",
+                connector.folder.inbox.resolve(),
+                connector.folder.outbox.resolve(),
+                extra={"connector": connector.name},
+            )
+
+
+class Daemon:
+    """Runs connector passes on their schedules until asked to stop."""
+
+    def __init__(
+        self,
+        settings: AppSettings,
+        *,
+        store: Store,
+        connectors: Mapping[str, Connector],
+        verifier: BulkVerifier,
+        stop: threading.Event | None = None,
+        retry_interval_s: float = RETRY_INTERVAL_S,
+        on_pass: Callable[[PassReport], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_pass = on_pass  # told of every finished pass (metrics, tests)
+        self.store = store
+        self.connectors = dict(connectors)
+        self.stop = stop or threading.Event()
+        self.pipeline = Pipeline(store, verifier, stop=self.stop)
+        self.retry_interval_s = retry_interval_s
+        self.scheduler: AsyncIOScheduler | None = None
+        self.reports: list[PassReport] = []  # every pass this process ran, for tests and logs
+        self.failure: StoreError | None = None
+        self.paused: set[str] = set()
+        self._locks = {name: asyncio.Lock() for name in self.connectors}
+        self._running: set[asyncio.Task[Any]] = set()
+        self._wake: asyncio.Event | None = None
+
+    def request_stop(self) -> None:
+        """Ask every pass to finish its current step, then return from run()."""
+        if not self.stop.is_set():
+            log.info("stopping: finishing the current step")
+        self.stop.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Run until request_stop() (or SIGTERM/SIGINT); raise StoreError if the store failed."""
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        if self.stop.is_set():
+            self._wake.set()
+        # The API first: a bad api.listen fails the start before anything else runs.
+        stop_api = await start_api(self.settings, self.store, verifier=self.pipeline.verifier)
+        handled = self._handle_signals(loop)
+        self.store.interrupt_runs(self.connectors, now=datetime.now(UTC))
+        announce_drop_folders(self.connectors)
+        self.scheduler = self._schedule()
+        self.scheduler.start()
+        log.info(
+            "mailprobe running",
+            extra={"store": str(self.store.path), "connectors": sorted(self.connectors)},
+        )
+        try:
+            await self._wake.wait()
+        finally:
+            self.scheduler.shutdown(wait=False)
+            await asyncio.gather(*self._running, return_exceptions=True)
+            if stop_api is not None:
+                await stop_api()
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+        log.info("mailprobe stopped")
+        if self.failure is not None:
+            raise self.failure
+
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        handled = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests), Windows
+                continue
+            handled.append(sig)
+        return handled
+
+    def _schedule(self) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        now = datetime.now(UTC)
+        for name in self.connectors:
+            schedule = self.settings.connectors[name].schedule
+            trigger = trigger_for(schedule)
+            # Intervals start with a pass now; a cron line waits for its first time.
+            first = now if isinstance(trigger, IntervalTrigger) else None
+            scheduler.add_job(
+                self._pass_job,
+                trigger,
+                args=[name],
+                id=name,
+                name=f"{name} pass",
+                max_instances=1,
+                coalesce=True,
+                replace_existing=True,
+                misfire_grace_time=None,
+                **({"next_run_time": first} if first else {}),
+            )
+        if any(isinstance(c, CrmConnector) for c in self.connectors.values()):
+            scheduler.add_job(
+                self._retry_job,
+                IntervalTrigger(seconds=self.retry_interval_s, timezone=UTC),
+                id=RETRY_JOB_ID,
+                name="retries",
+                max_instances=1,
+                coalesce=True,
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+        return scheduler
+
+    async def _pass_job(self, name: str) -> None:
+        """Run one pass of `name` unless a pass or retry of it is already running."""
+        await self._guarded(name, retry_only=False)
+
+    async def _retry_job(self) -> None:
+        """Verify due retries and expired results of each CRM connector, and write them back."""
+        for name, connector in self.connectors.items():
+            if isinstance(connector, CrmConnector) and name not in self.paused:
+                await self._guarded(name, retry_only=True)
+
+    async def _guarded(self, name: str, *, retry_only: bool) -> None:
+        lock = self._locks[name]
+        if self.stop.is_set() or lock.locked():
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            async with lock:
+                report = await self.pipeline.run_pass(self.connectors[name], retry_only=retry_only)
+            self.reports.append(report)
+            if report.outcome is RunOutcome.FATAL:
+                self._pause(name, report)
+            if self.on_pass is not None:
+                self.on_pass(report)
+        except StoreError as exc:
+            log.error("store failed: %s", exc, extra={"connector": name})
+            self.failure = exc
+            self.request_stop()
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    def _pause(self, name: str, report: PassReport) -> None:
+        self.paused.add(name)
+        if self.scheduler is not None and self.scheduler.get_job(name) is not None:
+            self.scheduler.pause_job(name)
+        log.error(
+            "connector paused until its configuration is fixed and mailprobe restarts: %s",
+            report.error,
+            extra={"connector": name},
+        )
+
+
+async def sync_once(
+    settings: AppSettings,
+    *,
+    store: Store,
+    connectors: Mapping[str, Connector],
+    verifier: BulkVerifier,
+    stop: threading.Event | None = None,
+) -> list[PassReport]:
+    """Run one pass of each connector in turn (SIGTERM/SIGINT stop after the current step)."""
+    stop = stop or threading.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError):
+            continue
+    store.interrupt_runs(connectors, now=datetime.now(UTC))
+    announce_drop_folders(connectors)
+    pipeline = Pipeline(store, verifier, stop=stop)
+    reports = []
+    try:
+        for connector in connectors.values():
+            if stop.is_set():
+                break
+            reports.append(await pipeline.run_pass(connector))
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+    return reports

@@ -1,0 +1,156 @@
+"""The store's schema, as an ordered list of migrations; store.py applies them on open.
+
+sqlite-utils' `Migrations` records each applied migration in `_sqlite_migrations` and runs it
+together with that record in one transaction, so a crash mid-migration leaves the old schema.
+A schema change is a NEW function appended here; an applied migration is never edited, since
+stores in the field already ran it. No queries here: store.py owns reading and writing.
+
+Times are TEXT in one fixed UTC format (`2026-11-27T12:00:00.000000Z`, see store.py), so text
+order is time order and comparisons run in SQL.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("mailprobe")
+
+
+@migrations()
+def m001_core(db: Database) -> None:
+    """Contacts, the result cache, raw-address aliases, the queue, cursors and the run log."""
+    _run(
+        db,
+        """
+        -- One record per connector and external id; `state` is where it stands in the pipeline.
+        CREATE TABLE contacts (
+            id INTEGER PRIMARY KEY,
+            connector TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            email TEXT NOT NULL DEFAULT '',      -- as the source gave it ('' = none)
+            state TEXT NOT NULL,                 -- ContactState
+            attempts INTEGER NOT NULL DEFAULT 0, -- failed writes in a row
+            next_attempt_at TEXT,                -- no write before this (after a failure)
+            written_json TEXT NOT NULL DEFAULT '{}',  -- field values we last wrote
+            source_json TEXT NOT NULL DEFAULT '{}',   -- field values the source last showed
+            updated_at TEXT,                     -- the source's replication key value
+            seen_at TEXT NOT NULL,
+            UNIQUE (connector, external_id)
+        );
+        CREATE INDEX contacts_by_state ON contacts (connector, state, id);
+        CREATE INDEX contacts_by_email ON contacts (email);
+
+        -- The cache: one answer per normalised address.
+        CREATE TABLE results (
+            normalized TEXT PRIMARY KEY,
+            result_json TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            verified_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,            -- reused until then, verified again after
+            attempts INTEGER NOT NULL DEFAULT 0, -- unknown answers in a row
+            checked_at TEXT NOT NULL             -- last verification, even one not kept
+        );
+
+        -- Each address as a source wrote it, and the normalised address it verified as.
+        CREATE TABLE emails (
+            email TEXT PRIMARY KEY,
+            normalized TEXT NOT NULL
+        );
+
+        -- Addresses a connector waits for; a row leaves when its result is saved.
+        CREATE TABLE queue (
+            connector TEXT NOT NULL,
+            email TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            queued_at TEXT NOT NULL,
+            PRIMARY KEY (email, connector)       -- a saved result deletes by email
+        );
+        CREATE INDEX queue_by_domain ON queue (connector, domain, email);
+
+        CREATE TABLE cursors (
+            connector TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (connector, name)
+        );
+
+        -- One row per pass (or retry pass) of a connector.
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            connector TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT NOT NULL,
+            pulled INTEGER NOT NULL DEFAULT 0,
+            queued INTEGER NOT NULL DEFAULT 0,
+            verified INTEGER NOT NULL DEFAULT 0,
+            written INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE INDEX runs_by_connector ON runs (connector, id);
+        """,
+    )
+
+
+@migrations()
+def m002_domains(db: Database) -> None:
+    """Domain facts learnt while verifying: mail host, provider, catch-all."""
+    _run(
+        db,
+        """
+        CREATE TABLE domains (
+            domain TEXT PRIMARY KEY,
+            mx_host TEXT,
+            provider TEXT,
+            catch_all INTEGER,                   -- 1, 0 or NULL (not determined)
+            checked_at TEXT NOT NULL
+        );
+        """,
+    )
+
+
+@migrations()
+def m003_csv_files(db: Database) -> None:
+    """Progress of each file taken from a drop folder, so a restart resumes it."""
+    _run(
+        db,
+        """
+        CREATE TABLE csv_files (
+            id INTEGER PRIMARY KEY,
+            connector TEXT NOT NULL,
+            name TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            state TEXT NOT NULL,                 -- CsvFileState
+            rows INTEGER NOT NULL DEFAULT 0,
+            queued INTEGER NOT NULL DEFAULT 0,
+            output TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            error TEXT
+        );
+        CREATE INDEX csv_files_by_name ON csv_files (connector, name, id);
+        """,
+    )
+
+
+#: Names of every migration this version knows, in order (a test holds it to the set above).
+KNOWN: tuple[str, ...] = ("m001_core", "m002_domains", "m003_csv_files")
+
+
+def _run(db: Database, script: str) -> None:
+    """Execute each statement of `script` inside the migration's transaction.
+
+    Not executescript(): sqlite3 commits before it runs a script, which would split the
+    migration from its record.
+    """
+    code = re.sub(r"--[^\n]*", "", script)  # comments may hold semicolons
+    for statement in code.split(";"):
+        if statement.strip():
+            db.execute(statement)

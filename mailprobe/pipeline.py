@@ -1,0 +1,558 @@
+"""One pass of one connector: pull → store and queue → verify → write back (design.md, "Pipeline").
+
+CRM connectors (a Source and Sink, e.g. HubSpot, SendGrid):
+
+1. pull pages changed since the cursor, up to the signpost (the pass's start); each page's
+   contacts are stored with the cursor in one transaction (sorted sources), or the cursor moves
+   once the whole pull is stored (unsorted sources);
+2. queue only new addresses, changed addresses and expired results: a fresh cached answer is
+   reused without any SMTP;
+3. verify the queue with the bulk engine (grouped by domain there), saving each result as it
+   arrives, so a kill loses at most the verifications in flight;
+4. write back, in batches, only the fields whose value changed: compared with what we last
+   wrote and with what the source showed; gone records are retired, failed ones retried later.
+
+CSV drop folders: each ready file is registered, its distinct addresses queued (streamed in
+batches: bounded memory at a million rows), verified, then the output written from the stored
+results in one atomic file, then the input archived. Each stage is recorded, so a restart after
+a kill resumes: every row is in the output exactly once and no saved result is verified again.
+
+Unknown answers never block a pass: they are saved with their retry time (freshness.py), and a
+later pass or the retry job queues them again. A stop request (SIGTERM) is honoured between
+steps: the current page, result or file stage completes, the rest waits for the next start.
+No SQL here (store.py) and no wire formats (connectors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from connectors.base import FieldUpdate, FieldValue, Page, PushReport
+from connectors.csvdrop import CsvFileError, CsvTable, DropFolder
+from connectors.errors import ConnectorError, FatalConnectorError
+from connectors.fields import FIELDS, FieldKind, field_values
+from engine.errors import MailprobeError
+from engine.result import VerificationResult, format_time, parse_time
+
+from .errors import StoreError
+from .store import ContactToWrite, CsvFileRecord, CsvFileState, RunCounts, RunOutcome, Store
+
+log = logging.getLogger(__name__)
+
+#: Addresses read from the queue per query while feeding the engine.
+QUEUE_BATCH = 500
+#: Distinct addresses of a dropped file queued per transaction.
+FILE_BATCH = 5000
+#: Records per Sink.push() call (HubSpot's batch limit is 100).
+PUSH_BATCH = 100
+#: Wait before writing again to a record the sink refused.
+WRITE_RETRY = timedelta(minutes=15)
+
+_KINDS: dict[str, FieldKind] = {spec.name: spec.kind for spec in FIELDS}
+
+
+def utc_now() -> datetime:
+    """Return the current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class BulkVerifier(Protocol):
+    """What the pipeline needs of engine.Verifier."""
+
+    def verify_many(
+        self, emails: Iterable[str] | AsyncIterable[str]
+    ) -> AsyncIterator[VerificationResult]:
+        """Yield one result per address, in completion order; `result.email` is the input."""
+        ...
+
+
+class CrmClient(Protocol):
+    """A connector that is both Source and Sink (HubSpotConnector, SendGridConnector)."""
+
+    name: str
+    is_sorted: bool
+
+    async def prepare(self) -> None: ...
+
+    def pull(self, since: str | None, *, signpost: datetime) -> AsyncIterator[Page]: ...
+
+    async def push(self, updates: Sequence[FieldUpdate]) -> PushReport: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CsvDrop:
+    """A drop-folder connector, as wired from settings."""
+
+    name: str
+    folder: DropFolder
+
+
+@dataclass(frozen=True, slots=True)
+class CrmConnector:
+    """A CRM or ESP connector, as wired from settings."""
+
+    name: str
+    client: CrmClient
+
+
+Connector = CsvDrop | CrmConnector
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """How one pass ended and what it did."""
+
+    connector: str
+    outcome: RunOutcome
+    counts: RunCounts
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Return True unless the pass failed."""
+        return self.outcome in (RunOutcome.OK, RunOutcome.STOPPED)
+
+
+@dataclass(slots=True)
+class _Tally:
+    pulled: int = 0
+    queued: int = 0
+    verified: int = 0
+    written: int = 0
+    failed: int = 0
+
+    def counts(self) -> RunCounts:
+        return RunCounts(self.pulled, self.queued, self.verified, self.written, self.failed)
+
+
+class _Stopped(Exception):
+    """A stop was requested while a worker thread was mid-file."""
+
+
+class _MissingResult(Exception):
+    """A row's address has no stored result when the output is written."""
+
+
+def field_text(value: FieldValue) -> str:
+    """Return a field value as stored in `written` (our own canonical text)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def same_at_source(name: str, value: FieldValue, shown: str | None) -> bool:
+    """Return True when the source already shows `value` for field `name` (in its own format)."""
+    if shown is None or shown == "":
+        return value is None or value == ""
+    if value is None:
+        return False
+    kind = _KINDS.get(name)
+    try:
+        if kind is FieldKind.DATETIME and isinstance(value, datetime):
+            return parse_time(shown).replace(microsecond=0) == value.replace(microsecond=0)
+        if kind is FieldKind.DATE and isinstance(value, date):
+            return shown[:10] == value.isoformat()[:10]
+        if kind is FieldKind.BOOL:
+            return (shown.strip().lower() in ("true", "1", "yes")) == bool(value)
+        if kind is FieldKind.NUMBER and isinstance(value, int | float):
+            return float(shown) == float(value)
+    except ValueError:
+        return False
+    return shown == str(value)
+
+
+def changed_fields(contact: ContactToWrite) -> tuple[dict[str, FieldValue], dict[str, str]]:
+    """Return the fields to write (changed since written and not already at the source) and
+    the canonical text of every field, to record once written."""
+    values = field_values(contact.result, next_check=contact.expires_at.date())
+    texts = {name: field_text(value) for name, value in values.items()}
+    source = contact.source
+    changed = {
+        name: value
+        for name, value in values.items()
+        if texts[name] != contact.written.get(name)
+        and not (source and same_at_source(name, value, source.get(name)))
+    }
+    return changed, texts
+
+
+def next_cursor(since: str | None, newest: datetime | None, *, signpost: datetime) -> str | None:
+    """Return the cursor after a complete unsorted pull, or None to keep `since`.
+
+    The newest `updated_at` seen, never past the signpost: contacts a search index had not yet
+    caught up with are read again next time rather than skipped. A first pass that saw nothing
+    starts the next one from the signpost.
+    """
+    if newest is not None:
+        return format_time(min(newest, signpost))
+    return format_time(signpost) if since is None else None
+
+
+def capped(cursor: str | None, *, signpost: datetime) -> str | None:
+    """Return a sorted page's cursor, moved back to the signpost if it is past it."""
+    if cursor is None:
+        return None
+    try:
+        moment = parse_time(cursor)
+    except ValueError:
+        return cursor  # an opaque token: the connector's own business
+    return format_time(signpost) if moment > signpost else cursor
+
+
+class Pipeline:
+    """Runs connector passes against one store and one verifier."""
+
+    def __init__(
+        self,
+        store: Store,
+        verifier: BulkVerifier,
+        *,
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.verifier = verifier
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self._prepared: set[str] = set()
+
+    @property
+    def stopping(self) -> bool:
+        """Return True once a stop was requested: finish the current step, start no other."""
+        return self.stop.is_set()
+
+    # -- a pass, recorded ---------------------------------------------------------------------
+
+    async def run_pass(self, connector: Connector, *, retry_only: bool = False) -> PassReport:
+        """Run one pass (or, with `retry_only`, only the due retries) and log it in the store.
+
+        A connector's failure ends its pass and is reported, never raised: other connectors
+        go on. Store errors are raised, since no pass can work without the store.
+        """
+        kind = "retry" if retry_only else "pass"
+        run_id = self.store.start_run(connector.name, kind=kind, now=self.clock())
+        tally = _Tally()
+        try:
+            await self._run(connector, tally, retry_only=retry_only)
+            outcome, error = (RunOutcome.STOPPED if self.stopping else RunOutcome.OK), None
+        except StoreError as exc:
+            with suppress(StoreError):
+                self.store.finish_run(
+                    run_id,
+                    outcome=RunOutcome.FAILED,
+                    counts=tally.counts(),
+                    error=str(exc),
+                    now=self.clock(),
+                )
+            raise
+        except Exception as exc:
+            outcome, error = _failure(exc, connector.name)
+        report = PassReport(connector.name, outcome, tally.counts(), error)
+        self.store.finish_run(
+            run_id, outcome=outcome, counts=report.counts, error=error, now=self.clock()
+        )
+        self._log(report, kind)
+        return report
+
+    async def _run(self, connector: Connector, tally: _Tally, *, retry_only: bool) -> None:
+        if isinstance(connector, CsvDrop):
+            await self._csv_pass(connector, tally)
+        elif retry_only:
+            await self._retry(connector, tally)
+        else:
+            await self._crm_pass(connector, tally)
+
+    def _log(self, report: PassReport, kind: str) -> None:
+        counts = report.counts
+        fields = {
+            "connector": report.connector,
+            "kind": kind,
+            "outcome": str(report.outcome),
+            "pulled": counts.pulled,
+            "queued": counts.queued,
+            "verified": counts.verified,
+            "written": counts.written,
+            "failed": counts.failed,
+        }
+        if report.error:
+            log.error("%s failed: %s", kind, report.error, extra=fields)
+        else:
+            log.info("%s finished", kind, extra=fields)
+
+    # -- CRM connectors -----------------------------------------------------------------------
+
+    async def _crm_pass(self, connector: CrmConnector, tally: _Tally) -> None:
+        if connector.name not in self._prepared:
+            await connector.client.prepare()
+            self._prepared.add(connector.name)
+        await self._pull(connector, tally)
+        if not self.stopping:
+            await self._retry(connector, tally)
+
+    async def _retry(self, connector: CrmConnector, tally: _Tally) -> None:
+        """Queue expired answers of live contacts, verify the queue, write what changed."""
+        tally.queued += self.store.enqueue_expired(connector.name, now=self.clock())
+        tally.verified += await self.verify_queue(connector.name)
+        if not self.stopping:
+            await self._push(connector, tally)
+
+    async def _pull(self, connector: CrmConnector, tally: _Tally) -> None:
+        name, client = connector.name, connector.client
+        signpost = self.clock()
+        since = self.store.cursor(name)
+        newest: datetime | None = None
+        async with aclosing(_closable(client.pull(since, signpost=signpost))) as pages:
+            async for page in pages:
+                cursor = capped(page.cursor, signpost=signpost) if client.is_sorted else None
+                counts = self.store.record_page(
+                    name, page.contacts, retired=page.retired, cursor=cursor, now=self.clock()
+                )
+                tally.pulled += counts.stored
+                tally.queued += counts.queued
+                stamps = [c.updated_at for c in page.contacts if c.updated_at is not None]
+                newest = max([*stamps, newest] if newest else stamps, default=None)
+                if self.stopping:
+                    return  # an unsorted pull's cursor stays: the next pass reads it all again
+        if not client.is_sorted:
+            cursor = next_cursor(since, newest, signpost=signpost)
+        elif self.store.cursor(name) is None:
+            # A first pass that found nothing: the next one starts here, not at the backfill.
+            cursor = format_time(signpost)
+        else:
+            cursor = None
+        if cursor is not None:
+            self.store.advance_cursor(name, cursor, now=self.clock())
+
+    async def _push(self, connector: CrmConnector, tally: _Tally) -> None:
+        name = connector.name
+        after = 0
+        while not self.stopping:
+            batch = self.store.contacts_to_write(
+                name, after_id=after, limit=PUSH_BATCH, now=self.clock()
+            )
+            if not batch:
+                return
+            after = batch[-1].id
+            updates, texts, in_sync = [], {}, {}
+            for contact in batch:
+                changed, all_texts = changed_fields(contact)
+                if changed:
+                    updates.append(FieldUpdate(contact.external_id, changed, email=contact.email))
+                    texts[contact.external_id] = {k: all_texts[k] for k in changed}
+                else:
+                    in_sync[contact.external_id] = all_texts
+            if in_sync:
+                self.store.mark_written(name, in_sync)
+            if updates:
+                report = await connector.client.push(updates)
+                self._record_push(name, report, texts, tally)
+
+    def _record_push(
+        self,
+        name: str,
+        report: PushReport,
+        texts: Mapping[str, Mapping[str, str]],
+        tally: _Tally,
+    ) -> None:
+        self.store.mark_written(name, {i: texts[i] for i in report.written if i in texts})
+        self.store.retire(name, report.gone)
+        reported = {*report.written, *report.gone, *(i for i, _ in report.failed)}
+        failed = [
+            *report.failed,
+            *((i, "not reported by the sink") for i in texts if i not in reported),
+        ]
+        for external_id, why in failed:
+            log.warning(
+                "write failed", extra={"connector": name, "external_id": external_id, "error": why}
+            )
+        self.store.mark_write_failed(
+            name, [i for i, _ in failed], retry_at=self.clock() + WRITE_RETRY
+        )
+        tally.written += len(report.written)
+        tally.failed += len(failed)
+
+    # -- verification -------------------------------------------------------------------------
+
+    async def verify_queue(self, connector: str) -> int:
+        """Verify what `connector` waits for, saving each result as it arrives; return how many."""
+        verified = 0
+        async with aclosing(self.verifier.verify_many(self._due(connector))) as results:
+            async for result in results:
+                self.store.save_result(result, now=self.clock())
+                verified += 1
+                if self.stopping:
+                    break
+        return verified
+
+    async def _due(self, connector: str) -> AsyncIterator[str]:
+        """Yield queued addresses in (domain, email) order, reading the queue in batches."""
+        after: tuple[str, str] | None = None
+        while not self.stopping:
+            batch, after = self.store.take_due(
+                connector, after=after, limit=QUEUE_BATCH, now=self.clock()
+            )
+            if after is None:
+                return
+            for item in batch:
+                yield item.email
+
+    # -- CSV drop folders ---------------------------------------------------------------------
+
+    async def _csv_pass(self, drop: CsvDrop, tally: _Tally) -> None:
+        drop.folder.ensure_layout()
+        for path in drop.folder.ready_files():
+            if self.stopping:
+                return
+            await self._csv_file(drop, path, tally)
+
+    async def _csv_file(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
+        name, folder = drop.name, drop.folder
+        record = self.store.take_csv_file(
+            name, path.name, size=path.stat().st_size, now=self.clock()
+        )
+        if record.state is not CsvFileState.WRITTEN:
+            try:
+                table = folder.open(path)
+                done = await self._verify_file(drop, table, record, tally)
+            except CsvFileError as exc:
+                self._fail_file(drop, path, record, str(exc))
+                return
+            if not done:
+                return
+        folder.archive(path)
+        self.store.set_csv_file(record.id, CsvFileState.DONE, now=self.clock())
+        log.info("file done", extra={"connector": name, "file": path.name})
+
+    async def _verify_file(
+        self, drop: CsvDrop, table: CsvTable, record: CsvFileRecord, tally: _Tally
+    ) -> bool:
+        """Queue, verify and write one file; return True once its output is complete."""
+        name = drop.name
+        if record.state is CsvFileState.TAKEN:
+            log.info("file taken", extra={"connector": name, "file": table.path.name})
+            counted = await asyncio.to_thread(self._queue_file, name, table)
+            if counted is None:
+                return False
+            rows, queued = counted
+            self.store.set_csv_file(
+                record.id, CsvFileState.QUEUED, rows=rows, queued=queued, now=self.clock()
+            )
+            tally.pulled += rows
+            tally.queued += queued
+        tally.verified += await self.verify_queue(name)
+        if self.stopping:
+            return False
+        out = drop.folder.output_path(table.path)
+        written = await asyncio.to_thread(self._write_file, table, out)
+        if written is None:
+            # Some address lacks a result: queue the file's addresses again on the next pass.
+            self.store.set_csv_file(record.id, CsvFileState.TAKEN, now=self.clock())
+            return False
+        self.store.set_csv_file(
+            record.id, CsvFileState.WRITTEN, rows=written, output=str(out), now=self.clock()
+        )
+        tally.written += written
+        log.info(
+            "file written",
+            extra={"connector": name, "file": table.path.name, "output": str(out), "rows": written},
+        )
+        return True
+
+    def _fail_file(self, drop: CsvDrop, path: Path, record: CsvFileRecord, reason: str) -> None:
+        moved = drop.folder.fail(path, reason)
+        self.store.set_csv_file(record.id, CsvFileState.FAILED, error=reason, now=self.clock())
+        log.warning(
+            "file failed",
+            extra={
+                "connector": drop.name,
+                "file": path.name,
+                "moved_to": str(moved),
+                "error": reason,
+            },
+        )
+
+    def _queue_file(self, name: str, table: CsvTable) -> tuple[int, int] | None:
+        """Queue a file's distinct addresses (worker thread); return (rows, queued) or None."""
+        rows = queued = 0
+        batch: dict[str, None] = {}  # insertion-ordered set; the queue's key dedups across batches
+        with self._thread_store() as store:
+            for _, email in table.rows():
+                rows += 1
+                batch[email] = None
+                if len(batch) >= FILE_BATCH:
+                    if self.stopping:
+                        return None
+                    queued += store.queue_emails(name, batch, now=self.clock())
+                    batch.clear()
+            queued += store.queue_emails(name, batch, now=self.clock())
+        return rows, queued
+
+    def _write_file(self, table: CsvTable, out: Path) -> int | None:
+        """Write a file's output from stored results (worker thread); return rows, or None."""
+        with self._thread_store() as store:
+
+            @lru_cache(maxsize=1024)  # repeated addresses in a file cost one lookup
+            def fields_of(email: str) -> Mapping[str, FieldValue]:
+                cached = store.cached(email)
+                if cached is None:
+                    raise _MissingResult(email)
+                return field_values(cached.result, next_check=cached.expires_at.date())
+
+            def fields_for_row(_row: int, email: str) -> Mapping[str, FieldValue]:
+                if self.stopping:
+                    raise _Stopped
+                return fields_of(email)
+
+            try:
+                return table.write_verified(out, fields_for_row)
+            except _Stopped:
+                return None
+            except _MissingResult as exc:
+                log.error(
+                    "no stored result for an address of the file; it is queued again",
+                    extra={"file": table.path.name, "email": str(exc)},
+                )
+                return None
+
+    def _thread_store(self) -> Store:
+        """Return a new connection to the store for a worker thread (connections stay put)."""
+        return Store(self.store.path, freshness=self.store.freshness)
+
+
+def _failure(exc: Exception, connector: str) -> tuple[RunOutcome, str]:
+    """Return how a pass that raised `exc` ended; call from the `except` block (traceback)."""
+    if isinstance(exc, FatalConnectorError):
+        return RunOutcome.FATAL, str(exc)  # bad token or configuration: retrying will not help
+    if isinstance(exc, ConnectorError | MailprobeError):
+        return RunOutcome.FAILED, str(exc)
+    log.exception("pass failed", extra={"connector": connector})  # a bug: keep the traceback
+    return RunOutcome.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _closable(pages: AsyncIterator[Page]) -> Any:
+    """Return `pages` with an aclose() (async generators have one; plain iterators get one)."""
+    if hasattr(pages, "aclose"):
+        return pages
+
+    async def wrapped() -> AsyncIterator[Page]:
+        async for page in pages:
+            yield page
+
+    return wrapped()

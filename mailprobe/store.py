@@ -1,0 +1,809 @@
+"""The SQLite store: the only module with SQL. Every verb is one transaction.
+
+It keeps contacts per connector, the result cache (one answer per normalised address, with its
+expiry), each raw address's normalised form, the verification queue, cursors, domain facts,
+drop-folder file progress and a log of passes. It decides nothing: freshness.py says what a
+result replaces and how long it lives; the pipeline says what to pull, verify and write.
+
+Durability: WAL journal, `synchronous=NORMAL` (a killed process loses no committed transaction;
+only a power cut can lose the last ones), a busy timeout for concurrent connections. Write
+verbs open with `BEGIN IMMEDIATE` so two connections (the daemon and a `sync`, or the pipeline's
+worker threads) wait for each other instead of failing on a stale read snapshot. Any sqlite3
+error leaves as a StoreError whose message says what to do.
+
+Times are stored as TEXT in one format (`_ts`), so text order is time order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from connectors.base import Contact
+from engine.result import VerificationResult
+
+from .errors import StoreError
+from .freshness import Cached, Decision, Freshness
+from .migrations import KNOWN, migrations
+from .settings import PolicySettings
+
+
+def _ts(moment: datetime) -> str:
+    """Return the store's text form of a UTC time: `2026-11-27T12:00:00.000000Z`.
+
+    Fixed width, so text order is time order. isoformat(), not strftime(): this runs several
+    times per saved result, and strftime is ten times slower.
+    """
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _dt(text: str) -> datetime:
+    """Return the aware UTC datetime of a stored time."""
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+
+
+#: Domains whose last written facts are remembered, so unchanged facts are not rewritten.
+_DOMAIN_MEMORY = 10_000
+
+
+def email_domain(email: str) -> str:
+    """Return the lower-cased part after the last @ (what the queue is ordered by)."""
+    return email.rpartition("@")[2].strip().lower()
+
+
+class ContactState(StrEnum):
+    """Where a contact stands in the pipeline."""
+
+    QUEUED = "queued"  # its address waits for a result
+    TO_WRITE = "to_write"  # a result arrived: its fields may need writing
+    WRITTEN = "written"  # the sink holds the fields of the current result
+    NO_EMAIL = "no_email"  # the record has no address: nothing to do
+    RETIRED = "retired"  # deleted or merged at the source or sink
+
+
+_LIVE = (ContactState.QUEUED, ContactState.TO_WRITE, ContactState.WRITTEN)
+
+
+class CsvFileState(StrEnum):
+    """How far a dropped file has come; a restart resumes from here."""
+
+    TAKEN = "taken"  # registered; its addresses are being queued
+    QUEUED = "queued"  # every distinct address is queued or has a fresh result
+    WRITTEN = "written"  # the output file is complete; the input is not yet archived
+    DONE = "done"  # archived
+    FAILED = "failed"  # moved to failed/ with the reason
+
+
+class RunOutcome(StrEnum):
+    """How a pass ended."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"  # a passing failure (network, rate limit): the next pass retries
+    FATAL = "fatal"  # bad token or configuration: paused until fixed and restarted
+    STOPPED = "stopped"  # SIGTERM/SIGINT: the current step finished, the rest waits
+    INTERRUPTED = "interrupted"  # the process died during the pass
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedAddress:
+    """One address a connector waits for, as the source wrote it."""
+
+    email: str
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactToWrite:
+    """A contact whose result arrived, with what was last written and what the source shows."""
+
+    id: int
+    external_id: str
+    email: str
+    result: VerificationResult
+    expires_at: datetime
+    written: Mapping[str, str]
+    source: Mapping[str, str]
+    attempts: int  # failed writes in a row
+
+
+@dataclass(frozen=True, slots=True)
+class PageCounts:
+    """What storing one page did."""
+
+    stored: int = 0
+    queued: int = 0
+    retired: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CsvFileRecord:
+    """One dropped file's progress."""
+
+    id: int
+    connector: str
+    name: str
+    size: int
+    state: CsvFileState
+    rows: int
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    """What one pass did."""
+
+    pulled: int = 0
+    queued: int = 0
+    verified: int = 0
+    written: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorStatus:
+    """One connector as `mailprobe status` shows it."""
+
+    connector: str
+    last_started: datetime | None
+    last_ended: datetime | None
+    last_outcome: RunOutcome | None
+    last_error: str | None
+    queued: int  # addresses waiting for verification
+    contacts: Mapping[str, int]  # contacts per ContactState
+    files: Mapping[str, int]  # drop-folder files per CsvFileState
+    verified: int  # addresses verified by its passes, all time
+    written: int  # records or rows written by its passes, all time
+    errors: int  # failed passes and failed writes, all time
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    """The whole store at a glance."""
+
+    connectors: tuple[ConnectorStatus, ...]
+    results_by_status: Mapping[str, int] = field(default_factory=dict)
+
+
+_HINTS: tuple[tuple[str, str], ...] = (
+    (
+        "file is not a database",
+        "is not a mailprobe store (corrupt, or another kind of file); "
+        "move it away or set store.path",
+    ),
+    ("malformed", "is corrupt; restore a backup or move it away to start a new store"),
+    ("locked", "is locked by another process (is another mailprobe running?); stop it or retry"),
+    ("readonly", "is read-only; check the permissions of the file and its folder"),
+    ("unable to open", "cannot be opened; check that its folder exists and is writable"),
+    ("disk i/o", "could not be read or written (disk I/O error); check the disk"),
+    ("full", "cannot grow: the disk is full"),
+)
+
+
+def _hint(error: BaseException) -> str:
+    text = str(error).lower()
+    for needle, hint in _HINTS:
+        if needle in text:
+            return hint
+    return f"SQLite error: {error}"
+
+
+class Store:
+    """mailprobe's state in one SQLite file; opening it creates or migrates the schema."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        policy: PolicySettings | None = None,
+        freshness: Freshness | None = None,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.freshness = freshness or Freshness(policy or PolicySettings())
+        self._busy_timeout_s = busy_timeout_s
+        self._domains_written: dict[str, tuple[Any, ...]] = {}
+        self.db = self._connect()
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _connect(self) -> Database:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(str(self.path), f"cannot create its folder ({exc.strerror})") from None
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s)
+            conn.create_function("mp_domain", 1, email_domain, deterministic=True)
+            db = Database(conn)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(db)
+            # Fail now, with a clear message, rather than at the first write of a pass.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+            return db
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise StoreError(str(self.path), _hint(exc)) from None
+        except StoreError:
+            if conn is not None:
+                conn.close()
+            raise
+
+    def _migrate(self, db: Database) -> None:
+        tables = set(db.table_names())
+        if tables and migrations.migrations_table not in tables:
+            raise StoreError(
+                str(self.path), "is an SQLite database but not a mailprobe store; set store.path"
+            )
+        applied = {m.name for m in migrations.applied(db)}
+        newer = sorted(applied - set(KNOWN))
+        if newer:
+            raise StoreError(
+                str(self.path),
+                f"was written by a newer mailprobe (schema {', '.join(newer)}); upgrade mailprobe",
+            )
+        migrations.apply(db)
+
+    def close(self) -> None:
+        """Close the connection (committed work is already on disk)."""
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write could start now (health checks; changes nothing)."""
+        with self._write():
+            pass
+
+    def schema(self) -> tuple[str, ...]:
+        """Return the names of the migrations applied to this store, in order."""
+        with self._guard():
+            return tuple(m.name for m in migrations.applied(self.db))
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(str(self.path), _hint(exc)) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """Run the block as one IMMEDIATE transaction; roll back on any exception."""
+        conn = self.db.conn
+        with self._guard():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        return self.db.conn.execute(sql, params).fetchone()
+
+    # -- the result cache ---------------------------------------------------------------------
+
+    def save_result(self, result: VerificationResult, *, now: datetime) -> Decision:
+        """Record one verification: the answer to keep, the raw address, the queue and contacts.
+
+        freshness.decide() chooses what is kept (an unknown never replaces a definite answer).
+        The address leaves every connector's queue; contacts using it get their fields checked.
+        """
+        with self._write() as conn:
+            previous = self._cached(result.normalized)
+            decision = self.freshness.decide(previous, result, now=now)
+            kept = decision.result
+            conn.execute(
+                "INSERT OR REPLACE INTO results (normalized, result_json, status, reason,"
+                " verified_at, expires_at, attempts, checked_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    result.normalized,
+                    json.dumps(kept.to_json(), separators=(",", ":")),
+                    str(kept.status),
+                    str(kept.reason),
+                    _ts(kept.verified_at),
+                    _ts(decision.expires_at),
+                    decision.attempts,
+                    _ts(now),
+                ),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO emails (email, normalized) VALUES (?, ?)",
+                (result.email, result.normalized),
+            )
+            conn.execute("DELETE FROM queue WHERE email = ?", (result.email,))
+            # Other raw forms of this address were queued too (enqueue_expired queues every
+            # live contact's raw address), so each gets its own save and marks its contacts.
+            conn.execute(
+                "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
+                (ContactState.TO_WRITE, result.email, ContactState.QUEUED, ContactState.WRITTEN),
+            )
+            self._save_domain(conn, result, now=now)
+        return decision
+
+    def _save_domain(self, conn: sqlite3.Connection, result: VerificationResult, *, now: datetime):
+        smtp = result.checks.smtp
+        if smtp is None or not smtp.connected:
+            return
+        domain = email_domain(result.normalized)
+        catch_all = None if smtp.is_catch_all is None else int(smtp.is_catch_all)
+        facts = (smtp.mx_host, smtp.smtp_provider, catch_all)
+        if self._domains_written.get(domain) == facts:
+            return  # a big file's thousands of addresses at one domain: write its facts once
+        conn.execute(
+            "INSERT OR REPLACE INTO domains (domain, mx_host, provider, catch_all, checked_at)"
+            " VALUES (?,?,?,?,?)",
+            (domain, *facts, _ts(now)),
+        )
+        if len(self._domains_written) > _DOMAIN_MEMORY:
+            self._domains_written.clear()
+        self._domains_written[domain] = facts
+
+    def _cached(self, normalized: str) -> Cached | None:
+        row = self._one(
+            "SELECT result_json, expires_at, attempts FROM results WHERE normalized = ?",
+            (normalized,),
+        )
+        return _cached_from(row) if row else None
+
+    def cached(self, email: str) -> Cached | None:
+        """Return the stored answer for an address as a source wrote it (or normalised), any age."""
+        with self._guard():
+            row = self._one(
+                "SELECT r.result_json, r.expires_at, r.attempts FROM emails e"
+                " JOIN results r ON r.normalized = e.normalized WHERE e.email = ?",
+                (email,),
+            )
+            return _cached_from(row) if row else self._cached(email)
+
+    def fresh_result(self, email: str, *, now: datetime) -> VerificationResult | None:
+        """Return the stored answer for an address when it may still be reused, else None."""
+        cached = self.cached(email)
+        return cached.result if cached is not None and cached.expires_at > now else None
+
+    def domain_facts(self, domain: str) -> dict[str, Any] | None:
+        """Return what was learnt about a domain's mail server (mx_host, provider, catch_all)."""
+        with self._guard():
+            row = self._one(
+                "SELECT domain, mx_host, provider, catch_all, checked_at FROM domains"
+                " WHERE domain = ?",
+                (domain.lower(),),
+            )
+        if row is None:
+            return None
+        catch_all = None if row[3] is None else bool(row[3])
+        return {
+            "domain": row[0],
+            "mx_host": row[1],
+            "provider": row[2],
+            "catch_all": catch_all,
+            "checked_at": _dt(row[4]),
+        }
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    def queue_emails(self, connector: str, emails: Iterable[str], *, now: datetime) -> int:
+        """Queue addresses for `connector` unless a fresh answer exists; return how many."""
+        stamp = _ts(now)
+        rows = [(connector, email, email_domain(email), stamp, email, stamp) for email in emails]
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO queue (connector, email, domain, queued_at)"
+                " SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM emails e"
+                " JOIN results r ON r.normalized = e.normalized"
+                " WHERE e.email = ? AND r.expires_at > ?)",
+                rows,
+            )
+            return conn.total_changes - before
+
+    def enqueue_expired(self, connector: str, *, now: datetime) -> int:
+        """Queue the addresses of live contacts that have no answer or an expired one."""
+        stamp = _ts(now)
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.execute(
+                "INSERT OR IGNORE INTO queue (connector, email, domain, queued_at)"
+                " SELECT c.connector, c.email, mp_domain(c.email), ? FROM contacts c"
+                " LEFT JOIN emails e ON e.email = c.email"
+                " LEFT JOIN results r ON r.normalized = e.normalized"
+                " WHERE c.connector = ? AND c.state IN (?, ?, ?)"
+                " AND (r.normalized IS NULL OR r.expires_at <= ?)",
+                (stamp, connector, *_LIVE, stamp),
+            )
+            return conn.total_changes - before
+
+    def take_due(
+        self, connector: str, *, after: tuple[str, str] | None, limit: int, now: datetime
+    ) -> tuple[list[QueuedAddress], tuple[str, str] | None]:
+        """Return the next queued addresses in (domain, email) order after `after`, and the key
+        to continue from (None when the queue has nothing after `after`).
+
+        Addresses that gained a fresh answer meanwhile (another connector verified them) leave
+        the queue here instead of being verified twice.
+        """
+        domain, email = after or ("", "")
+        stamp = _ts(now)
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT q.email, q.domain, r.expires_at > ? FROM queue q"
+                " LEFT JOIN emails e ON e.email = q.email"
+                " LEFT JOIN results r ON r.normalized = e.normalized"
+                " WHERE q.connector = ? AND (? OR (q.domain, q.email) > (?, ?))"
+                " ORDER BY q.domain, q.email LIMIT ?",
+                (stamp, connector, after is None, domain, email, limit),
+            ).fetchall()
+            fresh = [(connector, row[0]) for row in rows if row[2]]
+            conn.executemany("DELETE FROM queue WHERE connector = ? AND email = ?", fresh)
+        due = [QueuedAddress(row[0], row[1]) for row in rows if not row[2]]
+        return due, ((rows[-1][1], rows[-1][0]) if rows else None)
+
+    def queued_count(self, connector: str) -> int:
+        """Return how many addresses `connector` waits for."""
+        with self._guard():
+            return self._one("SELECT count(*) FROM queue WHERE connector = ?", (connector,))[0]
+
+    def clear_queue(self, connector: str) -> int:
+        """Forget what `connector` waits for (a dropped file that failed); return how many."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM queue WHERE connector = ?", (connector,)).rowcount
+
+    # -- contacts -----------------------------------------------------------------------------
+
+    def record_page(
+        self,
+        connector: str,
+        contacts: Sequence[Contact],
+        *,
+        retired: Sequence[str] = (),
+        cursor: str | None = None,
+        now: datetime,
+    ) -> PageCounts:
+        """Store a page of contacts, queue new, changed and expired addresses, move the cursor.
+
+        One transaction, so the cursor never runs ahead of the contacts it covers.
+        """
+        stamp = _ts(now)
+        queued = 0
+        with self._write() as conn:
+            for contact in contacts:
+                queued += self._upsert_contact(conn, connector, contact, stamp)
+            gone = self._retire(conn, connector, retired)
+            if cursor is not None:
+                self._set_cursor(conn, connector, "updated_at", cursor, stamp)
+        return PageCounts(stored=len(contacts), queued=queued, retired=gone)
+
+    def _upsert_contact(
+        self, conn: sqlite3.Connection, connector: str, contact: Contact, stamp: str
+    ) -> int:
+        """Store one contact; return 1 when its address was queued."""
+        email = (contact.email or "").strip()
+        row = conn.execute(
+            "SELECT email, state, source_json FROM contacts WHERE connector = ? AND"
+            " external_id = ?",
+            (connector, contact.external_id),
+        ).fetchone()
+        source = json.dumps(dict(contact.fields), sort_keys=True)
+        fresh = bool(email) and self._is_fresh(conn, email, stamp)
+        if not email:
+            state = ContactState.NO_EMAIL
+        elif row is None or row[0] != email or row[1] not in _LIVE:
+            state = ContactState.TO_WRITE if fresh else ContactState.QUEUED
+        elif row[1] == ContactState.WRITTEN and row[2] != source:
+            # The record's fields changed at the source: check whether ours still hold there.
+            state = ContactState.TO_WRITE if fresh else ContactState.QUEUED
+        else:
+            state = ContactState(row[1])
+        updated_at = _ts(contact.updated_at) if contact.updated_at else None
+        conn.execute(
+            "INSERT INTO contacts (connector, external_id, email, state, source_json,"
+            " updated_at, seen_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (connector, external_id)"
+            " DO UPDATE SET email = excluded.email, state = excluded.state,"
+            " source_json = excluded.source_json, updated_at = excluded.updated_at,"
+            " seen_at = excluded.seen_at",
+            (connector, contact.external_id, email, state, source, updated_at, stamp),
+        )
+        if not email or fresh:
+            return 0
+        return conn.execute(
+            "INSERT OR IGNORE INTO queue (connector, email, domain, queued_at) VALUES (?,?,?,?)",
+            (connector, email, email_domain(email), stamp),
+        ).rowcount
+
+    def _is_fresh(self, conn: sqlite3.Connection, email: str, stamp: str) -> bool:
+        return (
+            conn.execute(
+                "SELECT 1 FROM emails e JOIN results r ON r.normalized = e.normalized"
+                " WHERE e.email = ? AND r.expires_at > ?",
+                (email, stamp),
+            ).fetchone()
+            is not None
+        )
+
+    def _retire(self, conn: sqlite3.Connection, connector: str, external_ids: Sequence[str]) -> int:
+        return conn.executemany(
+            "UPDATE contacts SET state = ? WHERE connector = ? AND external_id = ?",
+            [(ContactState.RETIRED, connector, external_id) for external_id in external_ids],
+        ).rowcount
+
+    def retire(self, connector: str, external_ids: Sequence[str]) -> int:
+        """Mark records gone at the source or sink; they are never written again."""
+        with self._write() as conn:
+            return self._retire(conn, connector, external_ids)
+
+    def contacts_to_write(
+        self, connector: str, *, after_id: int = 0, limit: int = 100, now: datetime
+    ) -> list[ContactToWrite]:
+        """Return contacts whose result arrived (fields may differ), by id after `after_id`."""
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT c.id, c.external_id, c.email, c.written_json, c.source_json,"
+                " c.attempts, r.result_json, r.expires_at FROM contacts c"
+                " JOIN emails e ON e.email = c.email JOIN results r ON r.normalized = e.normalized"
+                " WHERE c.connector = ? AND c.state = ? AND c.id > ?"
+                " AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?)"
+                " ORDER BY c.id LIMIT ?",
+                (connector, ContactState.TO_WRITE, after_id, _ts(now), limit),
+            ).fetchall()
+        return [
+            ContactToWrite(
+                id=row[0],
+                external_id=row[1],
+                email=row[2],
+                written=json.loads(row[3]),
+                source=json.loads(row[4]),
+                attempts=row[5],
+                result=VerificationResult.from_json(json.loads(row[6])),
+                expires_at=_dt(row[7]),
+            )
+            for row in rows
+        ]
+
+    def mark_written(self, connector: str, written: Mapping[str, Mapping[str, str]]) -> None:
+        """Record the field values a sink now holds, per external id."""
+        with self._write() as conn:
+            for external_id, values in written.items():
+                row = conn.execute(
+                    "SELECT written_json FROM contacts WHERE connector = ? AND external_id = ?",
+                    (connector, external_id),
+                ).fetchone()
+                merged = {**(json.loads(row[0]) if row else {}), **values}
+                conn.execute(
+                    "UPDATE contacts SET written_json = ?, state = ?, attempts = 0,"
+                    " next_attempt_at = NULL WHERE connector = ? AND external_id = ?",
+                    (
+                        json.dumps(merged, sort_keys=True),
+                        ContactState.WRITTEN,
+                        connector,
+                        external_id,
+                    ),
+                )
+
+    def mark_in_sync(self, connector: str, external_ids: Sequence[str]) -> None:
+        """Record that these records already hold the current fields (nothing to write)."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE contacts SET state = ?, attempts = 0, next_attempt_at = NULL"
+                " WHERE connector = ? AND external_id = ? AND state = ?",
+                [
+                    (ContactState.WRITTEN, connector, external_id, ContactState.TO_WRITE)
+                    for external_id in external_ids
+                ],
+            )
+
+    def mark_write_failed(
+        self, connector: str, external_ids: Sequence[str], *, retry_at: datetime
+    ) -> None:
+        """Count a failed write; the record is tried again from `retry_at`."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE contacts SET attempts = attempts + 1, next_attempt_at = ?"
+                " WHERE connector = ? AND external_id = ?",
+                [(_ts(retry_at), connector, external_id) for external_id in external_ids],
+            )
+
+    # -- cursors ------------------------------------------------------------------------------
+
+    def cursor(self, connector: str, name: str = "updated_at") -> str | None:
+        """Return a connector's saved cursor, or None before its first complete pass."""
+        with self._guard():
+            row = self._one(
+                "SELECT value FROM cursors WHERE connector = ? AND name = ?", (connector, name)
+            )
+        return row[0] if row else None
+
+    def advance_cursor(
+        self, connector: str, value: str, *, name: str = "updated_at", now: datetime
+    ) -> None:
+        """Save a connector's cursor."""
+        with self._write() as conn:
+            self._set_cursor(conn, connector, name, value, _ts(now))
+
+    def _set_cursor(
+        self, conn: sqlite3.Connection, connector: str, name: str, value: str, stamp: str
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO cursors (connector, name, value, updated_at) VALUES (?,?,?,?)",
+            (connector, name, value, stamp),
+        )
+
+    # -- drop-folder files --------------------------------------------------------------------
+
+    def take_csv_file(
+        self, connector: str, name: str, *, size: int, now: datetime
+    ) -> CsvFileRecord:
+        """Return the unfinished record of a dropped file, or register it as new."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id, connector, name, size, state, rows, queued FROM csv_files"
+                " WHERE connector = ? AND name = ? AND state NOT IN (?, ?)"
+                " ORDER BY id DESC LIMIT 1",
+                (connector, name, CsvFileState.DONE, CsvFileState.FAILED),
+            ).fetchone()
+            if row is not None and row[3] == size:
+                return _file_from(row)
+            if row is not None:  # replaced by a different file of the same name: start over
+                conn.execute(
+                    "UPDATE csv_files SET state = ?, error = ?, finished_at = ? WHERE id = ?",
+                    (CsvFileState.FAILED, "replaced before it was finished", _ts(now), row[0]),
+                )
+            file_id = conn.execute(
+                "INSERT INTO csv_files (connector, name, size, state, started_at)"
+                " VALUES (?,?,?,?,?)",
+                (connector, name, size, CsvFileState.TAKEN, _ts(now)),
+            ).lastrowid
+        return CsvFileRecord(file_id, connector, name, size, CsvFileState.TAKEN, 0, 0)
+
+    def set_csv_file(
+        self,
+        file_id: int,
+        state: CsvFileState,
+        *,
+        now: datetime,
+        rows: int | None = None,
+        queued: int | None = None,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a dropped file's progress (counts and output are kept when not given)."""
+        finished = _ts(now) if state in (CsvFileState.DONE, CsvFileState.FAILED) else None
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE csv_files SET state = ?, rows = coalesce(?, rows),"
+                " queued = coalesce(?, queued), output = coalesce(?, output),"
+                " error = coalesce(?, error), finished_at = coalesce(?, finished_at)"
+                " WHERE id = ?",
+                (state, rows, queued, output, error, finished, file_id),
+            )
+
+    # -- the run log --------------------------------------------------------------------------
+
+    def start_run(self, connector: str, *, kind: str = "pass", now: datetime) -> int:
+        """Log the start of a pass; return its id for finish_run()."""
+        with self._write() as conn:
+            return conn.execute(
+                "INSERT INTO runs (connector, kind, started_at, outcome) VALUES (?,?,?,?)",
+                (connector, kind, _ts(now), RunOutcome.RUNNING),
+            ).lastrowid
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        outcome: RunOutcome,
+        counts: RunCounts,
+        error: str | None = None,
+        now: datetime,
+    ) -> None:
+        """Log how a pass ended and what it did."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ?, pulled = ?, queued = ?,"
+                " verified = ?, written = ?, failed = ?, error = ? WHERE id = ?",
+                (
+                    _ts(now),
+                    outcome,
+                    counts.pulled,
+                    counts.queued,
+                    counts.verified,
+                    counts.written,
+                    counts.failed,
+                    error,
+                    run_id,
+                ),
+            )
+
+    def interrupt_runs(self, connectors: Iterable[str], *, now: datetime) -> int:
+        """Mark passes left `running` by a process that died; return how many."""
+        with self._write() as conn:
+            return conn.executemany(
+                "UPDATE runs SET outcome = ?, ended_at = ? WHERE connector = ? AND outcome = ?",
+                [
+                    (RunOutcome.INTERRUPTED, _ts(now), name, RunOutcome.RUNNING)
+                    for name in connectors
+                ],
+            ).rowcount
+
+    def status_summary(self, connectors: Iterable[str] = ()) -> StatusSummary:
+        """Return per-connector progress (configured ones and any in the log) and totals."""
+        with self._guard():
+            conn = self.db.conn
+            seen = [
+                *connectors,
+                *(n for t in ("runs", "contacts", "csv_files") for n in _column(conn, t)),
+            ]
+            names = list(dict.fromkeys(seen))
+            by_status = dict(
+                conn.execute("SELECT status, count(*) FROM results GROUP BY status").fetchall()
+            )
+            return StatusSummary(tuple(self._connector_status(conn, n) for n in names), by_status)
+
+    def _connector_status(self, conn: sqlite3.Connection, name: str) -> ConnectorStatus:
+        last = conn.execute(
+            "SELECT started_at, ended_at, outcome, error FROM runs WHERE connector = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        totals = conn.execute(
+            "SELECT coalesce(sum(verified), 0), coalesce(sum(written), 0),"
+            " coalesce(sum(failed), 0) + coalesce(sum(outcome IN (?, ?)), 0)"
+            " FROM runs WHERE connector = ?",
+            (RunOutcome.FAILED, RunOutcome.FATAL, name),
+        ).fetchone()
+        queued = conn.execute("SELECT count(*) FROM queue WHERE connector = ?", (name,)).fetchone()
+        contacts = conn.execute(
+            "SELECT state, count(*) FROM contacts WHERE connector = ? GROUP BY state", (name,)
+        ).fetchall()
+        files = conn.execute(
+            "SELECT state, count(*) FROM csv_files WHERE connector = ? GROUP BY state", (name,)
+        ).fetchall()
+        return ConnectorStatus(
+            connector=name,
+            last_started=_dt(last[0]) if last else None,
+            last_ended=_dt(last[1]) if last and last[1] else None,
+            last_outcome=RunOutcome(last[2]) if last else None,
+            last_error=last[3] if last else None,
+            queued=queued[0],
+            contacts=dict(contacts),
+            files=dict(files),
+            verified=totals[0],
+            written=totals[1],
+            errors=totals[2],
+        )
+
+
+def _column(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[0] for row in conn.execute(f"SELECT DISTINCT connector FROM {table} ORDER BY 1")]
+
+
+def _cached_from(row: Sequence[Any]) -> Cached:
+    return Cached(
+        result=VerificationResult.from_json(json.loads(row[0])),
+        expires_at=_dt(row[1]),
+        attempts=row[2],
+    )
+
+
+def _file_from(row: Sequence[Any]) -> CsvFileRecord:
+    return CsvFileRecord(row[0], row[1], row[2], row[3], CsvFileState(row[4]), row[5], row[6])

@@ -63,18 +63,11 @@ def trigger_for(schedule: str) -> BaseTrigger:
 async def start_api(
     settings: AppSettings, store: Store, *, verifier: BulkVerifier | None = None
 ) -> StopApi | None:
-    """Start the HTTP API on this loop when `api.enabled`; return the coroutine that stops it.
-
-    mailprobe/api.py offers `async start_api(settings, store, *, verifier)` returning an async
-    no-argument stop function; it raises ConfigError before listening when api.listen is bad.
-    """
+    """Start the HTTP API on this loop when `api.enabled`; return the coroutine that stops it."""
     if not settings.api.enabled:
         return None
-    try:
-        from . import api
-    except ImportError:
-        log.warning("api.enabled is set, but this build has no HTTP API (mailprobe/api.py)")
-        return None
+    from . import api
+
     return await api.start_api(settings, store, verifier=verifier)  # type: ignore[arg-type]
 
 
@@ -137,7 +130,6 @@ class Daemon:
         # The API first: a bad api.listen fails the start before anything else runs.
         stop_api = await start_api(self.settings, self.store, verifier=self.pipeline.verifier)
         handled = self._handle_signals(loop)
-        self.store.interrupt_runs(self.connectors, now=datetime.now(UTC))
         announce_drop_folders(self.connectors)
         self.scheduler = self._schedule()
         self.scheduler.start()
@@ -263,7 +255,6 @@ async def sync_once(
             handled.append(sig)
         except (NotImplementedError, RuntimeError):
             continue
-    store.interrupt_runs(connectors, now=datetime.now(UTC))
     announce_drop_folders(connectors)
     pipeline = Pipeline(store, verifier, stop=stop)
     reports = []

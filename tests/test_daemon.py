@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -240,15 +238,8 @@ def test_backfill_setting_is_where_a_first_hubspot_pass_starts(
     assert backfill_since(backfill, now=datetime(2026, 11, 27, 12, 0, tzinfo=UTC)) == expected
 
 
-async def test_api_hook_is_off_by_default_and_warns_when_the_api_is_missing(
-    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_api_hook_is_off_by_default(tmp_path: Path, store: Store) -> None:
     assert await start_api(settings_for(tmp_path), store) is None
-    monkeypatch.setitem(sys.modules, "mailprobe.api", None)  # as in a build without it
-    enabled = AppSettings(store={"path": tmp_path / "state.db"}, api={"enabled": True})
-    with caplog.at_level(logging.WARNING):
-        assert await start_api(enabled, store) is None
-    assert "no HTTP API" in caplog.text
 
 
 async def test_daemon_serves_the_http_api_when_enabled_and_stops_it(

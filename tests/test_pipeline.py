@@ -20,6 +20,7 @@ from connectors.csvdrop import DropFolder
 from connectors.errors import ConnectorAuthError, RetriableConnectorError
 from engine import EngineSettings, Verifier
 from engine.result import Reason, Status, VerificationResult
+from mailprobe.locks import pass_lock
 from mailprobe.pipeline import (
     CrmConnector,
     CsvDrop,
@@ -583,3 +584,30 @@ async def test_csv_pass_through_the_real_engine(
     assert "DATA" not in smtp.commands
     rcpts = [line for line in smtp.lines if line.upper().startswith("RCPT")]
     assert sum("ann@acme.test" in line for line in rcpts) == 1
+
+
+# -- one pass per connector across processes ------------------------------------------------
+
+
+async def test_pass_is_skipped_while_another_process_holds_the_connectors_lock(
+    tmp_path: Path, store: Store, clock: Clock
+) -> None:
+    drop_in(tmp_path, "people.csv", [("email",), ("ann@x.test",)])
+    verifier = FakeVerifier(clock)
+    with pass_lock(store.path, "drop"):  # as `mailprobe run` would hold it
+        report = await Pipeline(store, verifier, clock=clock).run_pass(csv_drop(tmp_path))
+    assert report.outcome is RunOutcome.FAILED
+    assert "another mailprobe process" in (report.error or "")
+    assert verifier.seen == []
+    assert (tmp_path / "drop" / "inbox" / "people.csv").exists()
+    again = await Pipeline(store, verifier, clock=clock).run_pass(csv_drop(tmp_path))
+    assert again.outcome is RunOutcome.OK
+
+
+async def test_pass_left_running_by_a_dead_process_is_marked_interrupted(
+    tmp_path: Path, store: Store, clock: Clock
+) -> None:
+    store.start_run("drop", kind="pass", now=clock())  # the process died before finishing it
+    await Pipeline(store, FakeVerifier(clock), clock=clock).run_pass(csv_drop(tmp_path))
+    outcomes = [row[0] for row in store.db.conn.execute("SELECT outcome FROM runs ORDER BY id")]
+    assert outcomes == ["interrupted", "ok"]

@@ -143,9 +143,12 @@ class DropFolder:
         return self.folder / "failed"
 
     def ensure_layout(self) -> None:
-        """Create the four folders when missing."""
+        """Create the four folders when missing and remove outputs a crash left half-written."""
         for path in (self.inbox, self.outbox, self.archive_dir, self.failed_dir):
             path.mkdir(parents=True, exist_ok=True)
+        # Only one pass works a drop folder at a time, so a temp file here is a dead pass's.
+        for stale in self.outbox.glob(".*.verified.csv.*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def ready_files(self, *, now: float | None = None) -> list[Path]:
         """Return inbox CSV files unchanged for `settle_s` seconds, sorted by name.

@@ -538,3 +538,15 @@ def test_200k_rows_stream_in_bounded_memory(drop: DropFolder) -> None:
         tracemalloc.stop()
     assert (count, written) == (200_000, 200_000)
     assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_ensure_layout_removes_outputs_a_killed_pass_left_half_written(tmp_path: Path) -> None:
+    drop = DropFolder(tmp_path)
+    drop.ensure_layout()
+    stale = drop.outbox / ".leads.verified.csv.1a2b3c4d.tmp"
+    stale.write_text("email,mailprobe_status\nhalf")
+    kept = drop.outbox / "leads.verified.csv"
+    kept.write_text("email\n")
+    drop.ensure_layout()
+    assert not stale.exists()
+    assert kept.exists()

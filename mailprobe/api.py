@@ -457,7 +457,7 @@ class StoreCache:
         try:
             # An empty write: BEGIN IMMEDIATE takes the write lock, then nothing changes. The
             # store has no verb for "can I write?" yet; this one is harmless with no ids.
-            await self._writes.call(lambda store: store.mark_in_sync("", ()))
+            await self._writes.call(lambda store: store.check_writable())
         except StoreError as exc:
             return str(exc)
         return None

@@ -98,7 +98,7 @@ def verify(
     if addresses and file is not None:
         raise InputError("give addresses or --file, not both")
     settings = _settings(ctx)
-    _configure_logging(ctx, settings)
+    _service_logging(ctx, settings)
     table, stream = open_input(file, addresses)
     verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
     progress = not quiet and sys.stderr.isatty() and file is not None
@@ -119,19 +119,6 @@ def verify(
             stream.close()
     if progress:
         click.echo(tally.summary(), err=True)
-
-
-def _configure_logging(ctx: click.Context, settings: AppSettings) -> None:
-    """Set up logging from settings, with --log-format taking precedence."""
-    import logging
-
-    fmt = ctx.obj.get("log_format") or settings.log.format
-    try:
-        from .logs import configure
-    except ImportError:  # pragma: no cover - logs.py arrives with the daemon
-        logging.basicConfig(level=settings.log.level, stream=sys.stderr)
-        return
-    configure(level=settings.log.level, fmt=fmt, secrets=())
 
 
 # -- the daemon's commands: run, sync, status, init, config ------------------------------------

@@ -99,3 +99,9 @@ def test_secrets_are_masked_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     settings = load_settings(config)
     assert "pat-na1-secret-value" not in repr(settings)
     assert settings.connectors["hubspot"].access_token.get_secret_value() == "pat-na1-secret-value"
+
+
+def test_init_template_is_config_example() -> None:
+    """`mailprobe init` writes the packaged template; it must say what config.example.yaml says."""
+    template = EXAMPLE.parent / "mailprobe" / "config_template.yaml"
+    assert template.read_text() == EXAMPLE.read_text()

@@ -114,6 +114,13 @@ class HubSpotConnectorSettings(_ConnectorBase):
     backfill: bool | date = Field(
         True, description="Verify existing contacts on the first pass: true, false or a date."
     )
+    requests_per_10s: int = Field(
+        100,
+        ge=1,
+        le=190,
+        description="API requests per 10 s (private apps: 100, or 190 on "
+        "Professional and Enterprise).",
+    )
 
 
 class SendGridConnectorSettings(_ConnectorBase):

@@ -56,6 +56,7 @@ def build_connector(name: str, settings: ConnectorSettings, *, now: datetime) ->
             access_token=settings.access_token.get_secret_value(),
             base_url=settings.base_url,
             backfill_since=backfill_since(settings.backfill, now=now),
+            requests_per_10s=settings.requests_per_10s,
         )
         return CrmConnector(name, client)
     if isinstance(settings, SendGridConnectorSettings):

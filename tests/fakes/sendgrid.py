@@ -172,6 +172,8 @@ class SendGridFake:
         self._windows: dict[str, tuple[float, int]] = {}  # endpoint → (reset, used)
         self._field_seq = 0
         self._lock = threading.RLock()
+        self._applied = threading.Condition(self._lock)
+        self.jobs_applied = 0  # import jobs that ran to completed or errored
         self.app = Starlette(routes=self._routes())
 
     # -- set-up, from tests ------------------------------------------------------------------
@@ -256,6 +258,11 @@ class SendGridFake:
         """Return a contact's record."""
         with self._lock:
             return self.contacts[self._by_email[email.lower()]]
+
+    def wait_for_applied_jobs(self, count: int, *, timeout: float) -> bool:
+        """Block until `count` import jobs have been applied; False when `timeout` passes."""
+        with self._applied:
+            return self._applied.wait_for(lambda: self.jobs_applied >= count, timeout)
 
     def members(self, list_id: str) -> set[str]:
         """Return the emails of a list's contacts."""
@@ -485,6 +492,9 @@ class SendGridFake:
             job.results["errors_url"] = (
                 f"{self.base_url}/v3/marketing/contacts/imports/errors/{job.id}"
             )
+        with self._applied:
+            self.jobs_applied += 1
+            self._applied.notify_all()
 
     def _bad_value(self, custom: dict[str, Any]) -> str | None:
         for field_id, value in custom.items():

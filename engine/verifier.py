@@ -15,8 +15,9 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from . import enrich, score
@@ -53,9 +54,34 @@ _MAX_STALLS = 3
 #: Rounds over every MX address while they all say "too many" before the batch gives up.
 _MAX_BUSY_ROUNDS = 3
 #: Addresses read ahead of the results the caller has taken: bounds memory on huge inputs.
-_READ_AHEAD = 4000
-#: A partly filled domain batch waits at most this long for more addresses of its domain.
-_LINGER_S = 0.05
+_READ_AHEAD = 10_000
+#: A domain's next session waits at most this long (from its oldest address's arrival) for
+#: enough addresses to fill it, unless the input has ended: fewer, fuller sessions.
+_LINGER_S = 1.0
+#: ...but its first one leaves soon: it brings the catch-all answer and the host's limits that
+#: size the next ones, and a host idle at the start is time lost for good.
+_FIRST_LINGER_S = 0.1
+#: What servers say when we hold too many sessions with them (Postfix, Exim, Sendmail, Exchange).
+_TOO_MANY_CONNECTIONS_WORDS = (
+    "too many connections",
+    "too many concurrent",
+    "too many open connections",
+    "concurrent connections",
+    "too many sessions",
+    "connection limit",
+)
+#: What servers say when they end a session over the commands they refused (lower case).
+_ERROR_LIMIT_WORDS = ("too many errors", "too many invalid", "too many unknown", "too many bad")
+#: Answers kept for duplicates that come after their first copy was answered (~1 KB each).
+_RECENT_ANSWERS = 10_000
+#: Distinct RCPT replies (and domains) whose verdict (typo correction) is remembered.
+_MAX_VERDICTS = 10_000
+#: What stands for the recipient in a remembered reply: any address reads the same to classify().
+_SOMEONE = "someone@example.test"
+_ACCEPTED = Verdict.of(Reason.ACCEPTED)
+#: Addresses read before the reader lets sessions run: parsing one costs ~0.2 ms of CPU, and
+#: every millisecond the event loop is busy delays the replies of every session in flight.
+_READ_CHUNK = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +106,14 @@ class _Answer:
     catch_all: bool | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """The answer every address of a domain gets without a session (no route, disposable...)."""
+
+    answer: _Answer
+    route: MailRoute | None
+
+
 @dataclass(slots=True)
 class _Round:
     """One SMTP session's outcome for a batch: answers, and why it stopped early."""
@@ -91,19 +125,36 @@ class _Round:
     final: bool = False  # the problem is the answer for every recipient left (5xx, blocked)
 
 
+@dataclass(slots=True)
+class _Queue:
+    """One domain's addresses waiting for a session, and how many workers drain them."""
+
+    domain: str
+    smtputf8: bool
+    jobs: deque[_Job] = field(default_factory=deque)
+    workers: int = 0
+    want: int = 1  # queued addresses that fill a session: a lingering worker goes then
+    filled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 async def _aiter(emails: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    """Yield the addresses, letting sessions run every few: a long list is read in slices."""
     if isinstance(emails, AsyncIterable):
-        async for email in emails:
+        count = 0
+        async for email in emails:  # an async source need not suspend: yield to sessions here
             yield email
+            count += 1
+            if count % _READ_CHUNK == 0:
+                await asyncio.sleep(0)
     else:
         for count, email in enumerate(emails, 1):
             yield email
-            if count % 256 == 0:
-                await asyncio.sleep(0)  # let sessions start while a long list is read
+            if count % _READ_CHUNK == 0:
+                await asyncio.sleep(0)
 
 
 def _is_session_limit(reply: SmtpReply) -> bool:
@@ -113,6 +164,37 @@ def _is_session_limit(reply: SmtpReply) -> bool:
     text = reply.message.lower()
     too_many = "too many recipients" in text or "recipient limit" in text
     return reply.enhanced_code in ("4.5.3", "5.5.3") or (reply.code in (451, 452) and too_many)
+
+
+def _is_too_many_connections(reply: SmtpReply) -> bool:
+    """Return True when a refusal says we hold too many sessions with the server at once."""
+    text = reply.message.lower()
+    return any(words in text for words in _TOO_MANY_CONNECTIONS_WORDS)
+
+
+def _is_error_limit(reply: SmtpReply) -> bool:
+    """Return True when the server ends the session over how many of our commands it refused.
+
+    Postfix's smtpd_hard_error_limit ("421 4.7.0 Error: too many errors"), Exim's and others'
+    limits on unknown recipients: a dictionary attack looks like this, so stay under it.
+    """
+    text = reply.message.lower()
+    return any(words in text for words in _ERROR_LIMIT_WORDS)
+
+
+def _is_size_limit(reply: SmtpReply) -> bool:
+    """Return True when a limit reply is about how much one session carries, not our pace.
+
+    "Too many recipients" (RFC 5321 §4.5.3.1.10) and error limits are cured by smaller
+    sessions, which we learn; backing the host off as well would only idle it.
+    """
+    text = reply.message.lower()
+    return (
+        reply.enhanced_code in ("4.5.3", "5.5.3")
+        or "too many recipients" in text
+        or "recipient limit" in text
+        or _is_error_limit(reply)
+    )
 
 
 class Verifier:
@@ -132,6 +214,8 @@ class Verifier:
         self.throttle = HostThrottle(self.settings.smtp, rng=self._rng)
         self._sessions = asyncio.Semaphore(self.settings.concurrency)
         self._catch_all: dict[str, tuple[ProbeOutcome, Verdict]] = {}
+        self._verdicts: dict[SmtpReply, Verdict] = {}  # RCPT replies without the recipient
+        self._corrections: dict[str, str | None] = {}  # domain → the domain it is a typo of
         sources = self.settings.smtp.source_addresses
         self._sources = itertools.cycle(sources) if sources else None
 
@@ -162,9 +246,15 @@ class Verifier:
         """
         window = asyncio.Semaphore(_READ_AHEAD)
         results: asyncio.Queue[VerificationResult | BaseException | None] = asyncio.Queue()
-        feeder = asyncio.create_task(self._feed(emails, window, results))
+        feeder = asyncio.create_task(_Run(self, results).feed(emails, window))
         try:
-            while (item := await results.get()) is not None:
+            for count in itertools.count(1):
+                if count % _READ_CHUNK == 0:
+                    # A session's batch finishing hands over many results at once: let replies
+                    # of the sessions in flight through between the caller's turns.
+                    await asyncio.sleep(0)
+                if (item := await results.get()) is None:
+                    break
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -173,69 +263,6 @@ class Verifier:
             if not feeder.done():
                 feeder.cancel()
             await asyncio.gather(feeder, return_exceptions=True)
-
-    async def _feed(
-        self,
-        emails: Iterable[str] | AsyncIterable[str],
-        window: asyncio.Semaphore,
-        results: asyncio.Queue[VerificationResult | BaseException | None],
-    ) -> None:
-        """Read addresses, batch them per domain, run the batches, queue their results."""
-        waiting: dict[str, list[_Job]] = {}  # normalised address → jobs sharing its answer
-        buckets: dict[tuple[str, bool], list[_Job]] = {}
-        started: dict[tuple[str, bool], float] = {}
-        batch = self.settings.smtp.max_rcpt_per_session
-
-        def deliver(result: VerificationResult, jobs: Sequence[_Job]) -> None:
-            for job in jobs:
-                elapsed = int((time.perf_counter() - job.started) * 1000)
-                results.put_nowait(replace(result, email=job.email, response_time_ms=elapsed))
-
-        async def run(jobs: list[_Job]) -> None:
-            for job, result in zip(jobs, await self._verify_batch(jobs), strict=True):
-                deliver(result, waiting.pop(job.address.normalized, [job]))
-
-        try:
-            async with asyncio.TaskGroup() as tasks:
-
-                def flush(key: tuple[str, bool]) -> None:
-                    started.pop(key, None)
-                    tasks.create_task(run(buckets.pop(key)))
-
-                async def linger() -> None:
-                    # A batch of a rare domain should not wait for the whole input to be read.
-                    while True:
-                        await asyncio.sleep(_LINGER_S)
-                        cutoff = time.perf_counter() - _LINGER_S
-                        for key in [k for k, t in started.items() if t <= cutoff]:
-                            flush(key)
-
-                lingering = tasks.create_task(linger())
-                async for email in _aiter(emails):
-                    if window.locked():
-                        for key in list(buckets):
-                            flush(key)
-                    await window.acquire()
-                    job = self._job(email)
-                    if isinstance(job, VerificationResult):
-                        results.put_nowait(job)
-                        continue
-                    if job.address.normalized in waiting:
-                        waiting[job.address.normalized].append(job)
-                        continue
-                    waiting[job.address.normalized] = [job]
-                    key = (job.address.domain, job.address.smtputf8)
-                    buckets.setdefault(key, []).append(job)
-                    started.setdefault(key, time.perf_counter())
-                    if len(buckets[key]) >= batch:
-                        flush(key)
-                for key in list(buckets):
-                    flush(key)
-                lingering.cancel()
-        except BaseExceptionGroup as group:  # input iteration failed: hand it to the caller
-            results.put_nowait(group.exceptions[0])
-            return
-        results.put_nowait(None)
 
     def _job(self, email: str) -> _Job | VerificationResult:
         """Return the job for an address, or its final result when its syntax is invalid."""
@@ -264,58 +291,31 @@ class Verifier:
             response_time_ms=int((time.perf_counter() - started) * 1000),
         )
 
-    async def _verify_batch(self, jobs: list[_Job]) -> list[VerificationResult]:
-        """Return results for addresses of one domain, in the order given."""
-        try:
-            return await self._verify_domain(jobs)
-        except Exception:
-            log.exception("internal error verifying %d address(es)", len(jobs))
-            answer = _Answer(Verdict.of(Reason.INTERNAL_ERROR))
-            return [self._result(job, answer, route=None) for job in jobs]
-
-    async def _verify_domain(self, jobs: list[_Job]) -> list[VerificationResult]:
-        domain = jobs[0].address.domain
+    async def _plan(self, domain: str) -> MailRoute | _Final:
+        """Return the route to ask the domain's MX over, or the answer that needs no session."""
         try:
             route = await self._router.route(domain)
         except DnsError as exc:
             log.info("dns error", extra={"domain": domain, "error": str(exc)})
-            return [self._result(job, _Answer(Verdict.of(Reason.DNS_ERROR)), route=None)
-                    for job in jobs]  # fmt: skip
+            return _Final(_Answer(Verdict.of(Reason.DNS_ERROR)), route=None)
         if route.kind in _ROUTE_VERDICTS:
-            answer = _Answer(Verdict.of(_ROUTE_VERDICTS[route.kind]))
-            return [self._result(job, answer, route=route) for job in jobs]
+            return _Final(_Answer(Verdict.of(_ROUTE_VERDICTS[route.kind])), route)
         if enrich.is_disposable(domain):
             # Throwaway inboxes exist by design; asking their servers adds load, not knowledge.
-            answer = _Answer(Verdict.of(Reason.DISPOSABLE))
-            return [self._result(job, answer, route=route) for job in jobs]
+            return _Final(_Answer(Verdict.of(Reason.DISPOSABLE)), route)
         provider = enrich.provider_name([host.name for host in route.hosts])
         if enrich.is_accept_all_provider(provider):
             # They answer 250 to every RCPT: a session would only tell us what we cannot know.
-            answer = _Answer(Verdict.of(Reason.UNVERIFIABLE_PROVIDER))
-            return [self._result(job, answer, route=route) for job in jobs]
-        answers = await self._smtp(route, jobs)
-        return [self._result(job, answers[job], route=route) for job in jobs]
+            return _Final(_Answer(Verdict.of(Reason.UNVERIFIABLE_PROVIDER)), route)
+        if not self._targets(route):  # no address to dial: nothing would ever take the queue
+            return _Final(_Answer(Verdict.of(Reason.CONNECTION_FAILED)), route)
+        return route
 
-    async def _smtp(self, route: MailRoute, jobs: list[_Job]) -> dict[_Job, _Answer]:
-        """Return each job's SMTP answer, retrying greylisted ones while max_wait_s allows."""
-        greylist = self.settings.greylist
-        deadline = time.monotonic() + greylist.max_wait_s
-        answers: dict[_Job, _Answer] = {}
-        pending = jobs
-        # One made-up address for every try: greylisting keys on (client, sender, recipient), so
-        # a fresh probe on each retry would be greylisted afresh and keep the batch undecided.
-        probe = f"{made_up_local_part(self._rng)}@{route.domain}"
-        for attempt in itertools.count():
-            answers.update(await self._converse(route, pending, probe=probe))
-            pending = [j for j in pending if answers[j].verdict.reason is Reason.GREYLISTED]
-            if not pending:
-                break
-            delay = self._greylist_delay([answers[j] for j in pending], attempt)
-            if delay is None or time.monotonic() + delay > deadline:
-                break
-            log.info("greylisted, retrying", extra={"domain": route.domain, "delay_s": delay})
-            await asyncio.sleep(delay)
-        return answers
+    def _session_room(self, route: MailRoute) -> int:
+        """Return how many addresses fill the domain's next session on its first MX address."""
+        _, ip = self._targets(route)[0]
+        probe = 0 if route.domain in self._catch_all else 1
+        return max(1, self.throttle.rcpt_limit(ip) - probe)
 
     def _greylist_delay(self, answers: list[_Answer], attempt: int) -> float | None:
         """Return how long to wait before asking greylisted recipients again, or None: stop."""
@@ -330,17 +330,29 @@ class Verifier:
         return [(host.name, ip) for host in route.hosts for ip in host.addresses]
 
     async def _converse(
-        self, route: MailRoute, jobs: list[_Job], *, probe: str
+        self,
+        route: MailRoute,
+        jobs: list[_Job],
+        *,
+        probe: str,
+        queue: deque[_Job] | None = None,
     ) -> dict[_Job, _Answer]:
-        """Return an answer for every job: sessions over the MX addresses, best first."""
+        """Return an answer for every job: sessions over the MX addresses, best first.
+
+        With a queue, the first session also takes as many of its jobs as the host lets one
+        session carry, when a session slot is free; they are appended to `jobs`.
+        """
         answers: dict[_Job, _Answer] = {}
         targets = self._targets(route)
-        remaining = list(jobs)
+        remaining = jobs
         problem = _Answer(Verdict.of(Reason.CONNECTION_FAILED))
         index = stalls = busy_rounds = 0
-        while remaining and index < len(targets):
+        while (remaining or queue is not None) and index < len(targets):
             mx_host, ip = targets[index]
-            found = await self._round(route.domain, mx_host, ip, remaining, probe=probe)
+            found = await self._round(
+                route.domain, mx_host, ip, remaining, probe=probe, queue=queue
+            )
+            queue = None  # later sessions carry what this conversation took
             answers.update(found.answers)
             remaining = [job for job in remaining if job not in answers]
             problem = found.problem or problem
@@ -357,28 +369,60 @@ class Verifier:
         return answers
 
     async def _round(
-        self, domain: str, mx_host: str, ip: str, jobs: list[_Job], *, probe: str
+        self,
+        domain: str,
+        mx_host: str,
+        ip: str,
+        jobs: list[_Job],
+        *,
+        probe: str,
+        queue: deque[_Job] | None = None,
     ) -> _Round:
         """Run one session with one MX address for as many of the jobs as it may carry."""
-        known = self._catch_all.get(domain)
-        limit = self.throttle.rcpt_limit(ip)
-        asked_probe = None if known else probe  # a domain's known catch-all answer is reused
-        batch = jobs[: max(1, limit - (1 if asked_probe else 0))]
-        recipients = [asked_probe] if asked_probe else []
-        recipients += [job.address.normalized for job in batch]
         try:
-            async with self._sessions, self.throttle.session(ip):
-                session = await run_session(
-                    mx_host,
-                    ip,
-                    recipients,
-                    settings=self.settings,
-                    smtputf8=batch[0].address.smtputf8,
-                    source_address=next(self._sources) if self._sources else None,
-                )
+            # The host's slot first, then the global one: a session waiting for a busy host
+            # must not hold a global slot another host could use.
+            async with self.throttle.session(ip) as slot, self._sessions:
+                known = self._catch_all.get(domain)
+                asked_probe = None if known else probe  # a known catch-all answer is reused
+                batch = self._batch(ip, jobs, queue, probe=asked_probe is not None)
+                if not batch:
+                    return _Round({})
+                session = await self._session(mx_host, ip, batch, probe=asked_probe)
+                if session.refusal is not None and _is_too_many_connections(session.refusal[1]):
+                    # The sessions we hold besides this one are what the host tolerates.
+                    slot.one_too_many()
         except ProbeError as exc:
             return _Round({}, problem=_Answer(_error_verdict(exc), mx_host=mx_host), move_on=True)
         return self._judge(domain, session, asked_probe, batch, known)
+
+    def _batch(
+        self, ip: str, jobs: list[_Job], queue: deque[_Job] | None, *, probe: bool
+    ) -> list[_Job]:
+        """Return the jobs the next session carries, topping `jobs` up from the queue.
+
+        Sized when the session starts, not when the jobs were queued: the host's learned limit
+        and the catch-all answer are freshest, and the queue has grown while we waited.
+        """
+        room = max(1, self.throttle.rcpt_limit(ip) - (1 if probe else 0))
+        while queue and len(jobs) < room:
+            jobs.append(queue.popleft())
+        return jobs[:room]
+
+    async def _session(
+        self, mx_host: str, ip: str, batch: list[_Job], *, probe: str | None
+    ) -> Session:
+        """Return one conversation asking the probe (when given), then each job's address."""
+        recipients = [probe] if probe else []
+        recipients += [job.address.normalized for job in batch]
+        return await run_session(
+            mx_host,
+            ip,
+            recipients,
+            settings=self.settings,
+            smtputf8=batch[0].address.smtputf8,
+            source_address=next(self._sources) if self._sources else None,
+        )
 
     def _judge(
         self,
@@ -397,12 +441,14 @@ class Verifier:
             tls=session.tls,
             software=software or None,
         )
+        if (advertised := _rcpt_max(session.ehlo)) is not None:
+            self.throttle.learn_rcpt_limit(session.ip, advertised)
         if session.refusal is not None:
             return self._refused(session, base)
         replies = dict(session.rcpt_replies)
         limited = [r for r in replies.values() if _is_session_limit(r)]
         if limited:
-            self._learn_limit(session)
+            self._learn_limit(session, limited)
         else:
             self.throttle.succeeded(session.ip)
         # A 421 that blames us ("low reputation ... blocked") is a refusal, not a session size:
@@ -417,7 +463,7 @@ class Verifier:
                 return _Round(
                     {}, problem=problem, move_on=refused_first, busy=bool(limited), final=blocked
                 )
-            probe_verdict = classify(Stage.RCPT, probe_reply)
+            probe_verdict = self._rcpt_verdict(probe, probe_reply)
             known = (probe_outcome(probe_verdict), probe_verdict)
             if known[0] in (ProbeOutcome.ACCEPTS_ALL, ProbeOutcome.REJECTS_UNKNOWN):
                 self._catch_all[domain] = known
@@ -428,7 +474,8 @@ class Verifier:
             reply = replies.get(job.address.normalized)
             if reply is None or _is_session_limit(reply):
                 continue
-            verdict = recipient_verdict(outcome, probe_verdict, classify(Stage.RCPT, reply))
+            verdict = self._rcpt_verdict(job.address.normalized, reply)
+            verdict = recipient_verdict(outcome, probe_verdict, verdict)
             answers[job] = replace(
                 base, verdict=verdict, reply=reply, catch_all=catch_all.get(outcome)
             )
@@ -443,6 +490,23 @@ class Verifier:
             final=blocked and problem is not None,
         )
 
+    def _rcpt_verdict(self, recipient: str, reply: SmtpReply) -> Verdict:
+        """Return classify()'s verdict on a RCPT reply, once per distinct reply of the run.
+
+        classify() costs up to a millisecond (hundreds of multilingual patterns) and masks
+        addresses before it reads a reply, so "550 5.1.1 <ann@x>: User unknown" and the same
+        for <bob@x> read alike: keyed without the recipient, thousands of replies are one.
+        """
+        if 200 <= reply.code < 300:
+            return _ACCEPTED
+        key = replace(reply, message=reply.message.replace(recipient, _SOMEONE))
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()  # distinct replies are few; this only bounds the odd run
+            verdict = self._verdicts[key] = classify(Stage.RCPT, key)
+        return verdict
+
     def _refused(self, session: Session, base: _Answer) -> _Round:
         """Return the round for a session refused before RCPT (banner, EHLO or MAIL FROM)."""
         assert session.refusal is not None
@@ -456,17 +520,22 @@ class Verifier:
             return _Round({}, problem=answer, move_on=True, busy=busy)
         return _Round({}, problem=answer, final=True)
 
-    def _learn_limit(self, session: Session) -> None:
-        """Remember how many recipients the host took before it stopped us, and back off.
+    def _learn_limit(self, session: Session, limited: list[SmtpReply]) -> None:
+        """Remember how many recipients the host took before it stopped us; back off if asked.
 
-        design.md: back off on 421, 452 and "too many". Learning the limit keeps the next
-        sessions under it (also Postfix's smtpd_hard_error_limit 421), so the back-off does not
-        escalate with every session.
+        Learning the limit keeps the next sessions under it: after "452 too many recipients",
+        as many as it answered; after an error limit, one rejection fewer than it allowed, since
+        we cannot know which recipients it will reject. Only a limit on our pace (a bare 421,
+        "too many connections", rate limits) also backs the host off (design.md).
         """
-        answered = sum(1 for _, r in session.rcpt_replies if not _is_session_limit(r))
-        self.throttle.back_off(session.ip)
-        if answered:
-            self.throttle.learn_rcpt_limit(session.ip, answered)
+        answered = [r for _, r in session.rcpt_replies if not _is_session_limit(r)]
+        if any(_is_error_limit(reply) for reply in limited):
+            refused = sum(1 for reply in answered if reply.code >= 400)
+            self.throttle.learn_rcpt_limit(session.ip, max(1, refused - 1))
+        elif answered:
+            self.throttle.learn_rcpt_limit(session.ip, len(answered))
+        if not all(_is_size_limit(reply) for reply in limited):
+            self.throttle.back_off(session.ip)
 
     def _session_problem(
         self, session: Session, base: _Answer, limited: list[SmtpReply]
@@ -483,6 +552,18 @@ class Verifier:
             # one justified by our reputation is blocked).
             return replace(base, verdict=classify(Stage.RCPT, limited[0]), reply=limited[0])
         return replace(base, verdict=Verdict.of(Reason.PROTOCOL_ERROR))
+
+    def _suggestion(self, address: Address) -> str | None:
+        """Return suggest_correction(address), worked out once per domain of the run."""
+        # The correction depends on the domain alone; computing it costs ~20 µs an address.
+        corrected = self._corrections.get(address.domain, "")
+        if corrected == "":
+            if len(self._corrections) >= _MAX_VERDICTS:
+                self._corrections.clear()
+            suggestion = suggest_correction(address)
+            corrected = suggestion.rpartition("@")[2] if suggestion else None
+            self._corrections[address.domain] = corrected
+        return f"{address.local_part}@{corrected}" if corrected else None
 
     def _result(self, job: _Job, answer: _Answer, *, route: MailRoute | None) -> VerificationResult:
         """Return the contract result for one job from its answer and the domain's facts."""
@@ -518,10 +599,202 @@ class Verifier:
                 provider_known=provider is not None,
             ),  # fmt: skip
             checks=checks,
-            suggestion=suggest_correction(address),
+            suggestion=self._suggestion(address),
             verified_at=_now(),
             response_time_ms=int((time.perf_counter() - job.started) * 1000),
         )
+
+
+class _Run:
+    """One verify_many call: queues addresses per domain, drains the queues, hands results back.
+
+    Addresses wait in their domain's queue until a session to the domain's MX can take them,
+    so sessions to a busy host leave full, sized by what the host has taught us; a host with
+    room waits at most _LINGER_S for a session to fill. Up to max_sessions_per_host workers
+    drain a domain; greylisted addresses are asked again by a task of their own, so the
+    domain's other addresses keep flowing meanwhile. A duplicate shares the answer of the copy
+    in flight, or of one answered among the last _RECENT_ANSWERS that took a session.
+    """
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        results: asyncio.Queue[VerificationResult | BaseException | None],
+    ) -> None:
+        self._verifier = verifier
+        self._results = results
+        self._queues: dict[tuple[str, bool], _Queue] = {}
+        self._waiting: dict[str, list[_Job]] = {}  # normalised address → jobs sharing its answer
+        # Answers that took a session, for duplicates further down the input (bounded: the
+        # whole input's answers would grow with it).
+        self._recent: OrderedDict[str, VerificationResult] = OrderedDict()
+        self._input_done = False
+        self._tasks: asyncio.TaskGroup | None = None
+        smtp = verifier.settings.smtp
+        self._batch = smtp.max_rcpt_per_session
+        self._max_workers = smtp.max_sessions_per_host
+
+    async def feed(
+        self, emails: Iterable[str] | AsyncIterable[str], window: asyncio.Semaphore
+    ) -> None:
+        """Read and queue every address, drain the queues; put None (or the input's error) last."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                async for email in _aiter(emails):
+                    await window.acquire()
+                    self._add(self._verifier._job(email))
+                self._input_done = True
+                for queue in self._queues.values():
+                    queue.filled.set()  # no address can come any more: lingering is pointless
+        except BaseExceptionGroup as group:  # input iteration failed: hand it to the caller
+            self._results.put_nowait(group.exceptions[0])
+            return
+        self._results.put_nowait(None)
+
+    def _add(self, job: _Job | VerificationResult) -> None:
+        """Queue a job on its domain (or pass its syntax result on), starting workers as needed."""
+        if isinstance(job, VerificationResult):
+            self._results.put_nowait(job)
+            return
+        sharing = self._waiting.get(job.address.normalized)
+        if sharing is not None:
+            sharing.append(job)
+            return
+        answered = self._recent.get(job.address.normalized)
+        if answered is not None:
+            self._recent.move_to_end(job.address.normalized)
+            self._results.put_nowait(replace(answered, email=job.email, response_time_ms=0))
+            return
+        self._waiting[job.address.normalized] = [job]
+        key = (job.address.domain, job.address.smtputf8)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(*key)
+        queue.jobs.append(job)
+        if len(queue.jobs) >= queue.want:
+            queue.filled.set()
+        if queue.workers < self._max_workers and len(queue.jobs) > queue.workers * self._batch:
+            # More workers than the host's session limit would only wait for its slots.
+            assert self._tasks is not None
+            queue.workers += 1
+            self._tasks.create_task(self._work(queue))
+
+    async def _work(self, queue: _Queue) -> None:
+        """Drain one domain's queue, then forget the queue if no other worker still drains it."""
+        try:
+            while queue.jobs:
+                await self._drain_once(queue)
+        finally:
+            queue.workers -= 1
+            key = (queue.domain, queue.smtputf8)
+            if not queue.workers and not queue.jobs and self._queues.get(key) is queue:
+                del self._queues[key]  # bounded memory: only domains with work are kept
+
+    async def _drain_once(self, queue: _Queue) -> None:
+        """Answer the queue's jobs that need no session, or run one conversation for a batch."""
+        verifier = self._verifier
+        taken: list[_Job] = []
+        try:
+            plan = await verifier._plan(queue.domain)
+            if isinstance(plan, _Final):
+                taken += queue.jobs
+                queue.jobs.clear()
+                for job in taken:
+                    self._deliver(job, verifier._result(job, plan.answer, route=plan.route))
+                return
+            await self._linger(queue, plan)
+            probe = f"{made_up_local_part(verifier._rng)}@{plan.domain}"
+            answers = await verifier._converse(plan, taken, probe=probe, queue=queue.jobs)
+            self._settle(plan, taken, answers, probe=probe)
+        except Exception:
+            log.exception("internal error verifying %d address(es)", len(taken) or 1)
+            if not taken and queue.jobs:
+                taken.append(queue.jobs.popleft())  # the failing step must not spin forever
+            answer = _Answer(Verdict.of(Reason.INTERNAL_ERROR))
+            for job in taken:
+                if job.address.normalized in self._waiting:
+                    self._deliver(job, verifier._result(job, answer, route=None))
+
+    async def _linger(self, queue: _Queue, route: MailRoute) -> None:
+        """Wait until the queue fills a session, the input ends, or its oldest job waited enough."""
+        queue.want = self._verifier._session_room(route)
+        if not queue.jobs or len(queue.jobs) >= queue.want or self._input_done:
+            return  # empty: another worker of the domain took them while we looked up the route
+        queue.filled.clear()
+        known = route.domain in self._verifier._catch_all
+        linger = _LINGER_S if known else _FIRST_LINGER_S
+        wait = queue.jobs[0].started + linger - time.perf_counter()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await queue.filled.wait()
+
+    def _settle(
+        self, route: MailRoute, jobs: list[_Job], answers: dict[_Job, _Answer], *, probe: str
+    ) -> None:
+        """Deliver the answered jobs; greylisted ones are asked again later by a task of theirs."""
+        greylisted = [job for job in jobs if answers[job].verdict.reason is Reason.GREYLISTED]
+        for job in jobs:
+            if answers[job].verdict.reason is not Reason.GREYLISTED:
+                self._deliver(job, self._verifier._result(job, answers[job], route=route))
+        if greylisted:
+            assert self._tasks is not None
+            self._tasks.create_task(self._retry(route, greylisted, answers, probe=probe))
+
+    async def _retry(
+        self, route: MailRoute, jobs: list[_Job], answers: dict[_Job, _Answer], *, probe: str
+    ) -> None:
+        """Ask greylisted jobs again after the server's delay while max_wait_s allows; deliver."""
+        verifier = self._verifier
+        # max_wait_s counts from the first greylisting, not from when the address was read:
+        # waiting for a busy host's slot is not waiting for the greylist.
+        deadline = time.monotonic() + verifier.settings.greylist.max_wait_s
+        pending = jobs
+        # One made-up address for every try: greylisting keys on (client, sender, recipient), so
+        # a fresh probe on each retry would be greylisted afresh and keep the batch undecided.
+        try:
+            for attempt in itertools.count():
+                delay = verifier._greylist_delay([answers[job] for job in pending], attempt)
+                if delay is None or time.monotonic() + delay > deadline:
+                    break
+                log.info("greylisted, retrying", extra={"domain": route.domain, "delay_s": delay})
+                await asyncio.sleep(delay)
+                answers.update(await verifier._converse(route, pending, probe=probe))
+                pending = [j for j in pending if answers[j].verdict.reason is Reason.GREYLISTED]
+                if not pending:
+                    break
+        except Exception:
+            log.exception("internal error retrying %d greylisted address(es)", len(pending))
+            for job in pending:
+                answers[job] = _Answer(Verdict.of(Reason.INTERNAL_ERROR))
+        for job in jobs:
+            self._deliver(job, verifier._result(job, answers[job], route=route))
+
+    def _deliver(self, job: _Job, result: VerificationResult) -> None:
+        """Queue the result for the job and every duplicate of its address."""
+        if result.checks.smtp is not None:  # the others cost no session to work out again
+            self._recent[job.address.normalized] = result
+            if len(self._recent) > _RECENT_ANSWERS:
+                self._recent.popitem(last=False)
+        for each in self._waiting.pop(job.address.normalized, [job]):
+            if each is not job:  # a duplicate: the same answer, its own input and wait
+                elapsed = int((time.perf_counter() - each.started) * 1000)
+                result = replace(result, email=each.email, response_time_ms=elapsed)
+            self._results.put_nowait(result)
+
+
+def _rcpt_max(ehlo: SmtpReply | None) -> int | None:
+    """Return the recipients per transaction the EHLO reply's LIMITS line allows (RFC 9422)."""
+    for line in ehlo.message.splitlines() if ehlo is not None else ():
+        words = line.split()
+        if not words or words[0].upper() != "LIMITS":
+            continue
+        for param in words[1:]:
+            name, _, value = param.partition("=")
+            if name.upper() == "RCPTMAX" and value.isdigit() and int(value) > 0:
+                return int(value)
+    return None
 
 
 def _error_verdict(error: ProbeError) -> Verdict:

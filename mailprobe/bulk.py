@@ -1,21 +1,39 @@
 """`mailprobe verify`: read addresses, verify them, write JSON, JSONL or CSV as they complete.
 
 Input is read lazily and results are written as they arrive, so a 100,000-line file needs no
-more memory than the work in flight (CSV output keeps input order: rows that finish early wait
-in a small buffer as formatted text). No SMTP here: the engine does it.
+more memory than the work in flight: the engine reads a few thousand addresses ahead, and CSV
+output, which keeps input order, holds rows that finished before an earlier one in a bounded
+buffer of formatted text (reading pauses while it is full). JSONL is in completion order, each
+line carrying its address. No SMTP here: the engine does it. The progress bar is drawn by rich
+on stderr; stdout carries only results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
+import itertools
 import json
+import os
 import sys
+import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Literal
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from connectors.csvdrop import email_column_index, format_value
 from connectors.fields import FIELD_NAMES, field_values
@@ -25,6 +43,23 @@ from .errors import InputError
 
 Format = Literal["json", "jsonl", "csv"]
 
+#: CSV rows finished ahead of an earlier, slower one (a greylisted address, say) that are held
+#: before reading pauses: this, not the input's size, bounds the reorder buffer (~10 MB).
+MAX_BACKLOG = 20_000
+#: Output is flushed at least this often and at the end, not per row (a syscall each).
+_FLUSH_EVERY_S = 0.2
+#: The progress line is redrawn at most this often; more would cost CPU the sessions need.
+_REDRAW_EVERY_S = 0.1
+_STATUS_STYLES = {
+    Status.VALID: "green",
+    Status.INVALID: "red",
+    Status.CATCH_ALL: "yellow",
+    Status.RISKY: "magenta",
+    Status.UNKNOWN: "dim",
+}
+
+OnResult = Callable[[VerificationResult, "Tally"], None]
+
 
 @dataclass(slots=True)
 class InputTable:
@@ -33,15 +68,20 @@ class InputTable:
     header: list[str]  # original columns; ["email"] for a plain list
     email_index: int
     rows: Iterator[list[str]]
+    total: int | None = None  # rows to expect, when known beforehand (for the ETA)
 
 
-def _plain(lines: Iterator[str], first: str | None) -> Iterator[list[str]]:
-    if first is not None:
-        yield [first]
+def _plain(lines: Iterable[str]) -> Iterator[list[str]]:
+    """Yield one row per address line; blank lines and # comments are not rows."""
     for line in lines:
         text = line.strip()
         if text and not text.startswith("#"):
             yield [text]
+
+
+def _csv_rows(rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    """Yield the CSV's rows but blank lines, which carry nothing to verify."""
+    return (row for row in rows if any(cell.strip() for cell in row))
 
 
 def read_input(stream: IO[str]) -> InputTable:
@@ -52,28 +92,42 @@ def read_input(stream: IO[str]) -> InputTable:
             first_line = line
             break
     if not first_line:
-        return InputTable(["email"], 0, iter(()))
+        return InputTable(["email"], 0, iter(()), total=0)
     dialect_delimiter = max(",;\t|", key=first_line.count)
     header = next(csv.reader([first_line], delimiter=dialect_delimiter))
-    index = email_column_index(tuple(header)) if first_line.count(dialect_delimiter) else None
+    index = email_column_index(tuple(header)) if "@" not in first_line else None
     if index is None:
         if "@" not in first_line and first_line.count(dialect_delimiter):
             raise InputError("input looks like CSV but has no email column (name it 'email')")
-        return InputTable(["email"], 0, _plain(stream, first_line.strip()))
-    return InputTable(header, index, csv.reader(stream, delimiter=dialect_delimiter))
+        return InputTable(["email"], 0, _plain(itertools.chain([first_line], stream)))
+    rows = csv.reader(stream, delimiter=dialect_delimiter)
+    return InputTable(header, index, _csv_rows(rows))
 
 
 def open_input(path: str | None, addresses: tuple[str, ...]) -> tuple[InputTable, IO[str] | None]:
-    """Return the input table for `--file PATH` (`-` is stdin) or the addresses given."""
+    """Return the input table for `--file PATH` (`-` is stdin) or the addresses given.
+
+    For a regular file the rows are counted first (one quick pass), so progress can show an
+    ETA; stdin and pipes have no total.
+    """
     if path is None:
-        return InputTable(["email"], 0, iter([[a] for a in addresses])), None
+        rows = iter([[a] for a in addresses])
+        return InputTable(["email"], 0, rows, total=len(addresses)), None
     if path == "-":
         return read_input(sys.stdin), None
+    stream = _open(path)
+    table = read_input(stream)
+    if table.total is None and os.path.isfile(path):
+        with _open(path) as again:
+            table.total = sum(1 for _ in read_input(again).rows)
+    return table, stream
+
+
+def _open(path: str) -> IO[str]:
     try:
-        stream = open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
+        return open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    return read_input(stream), stream
 
 
 @dataclass(slots=True)
@@ -92,12 +146,6 @@ class Tally:
         return f"{self.done} verified: " + ", ".join(parts)
 
 
-def _csv_line(cells: list[str]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
-    return buffer.getvalue()
-
-
 class _Writer:
     """Writes results in the chosen format; CSV keeps input order."""
 
@@ -108,16 +156,31 @@ class _Writer:
         self._count = 0
         self._pending: dict[int, str] = {}  # CSV rows that finished before an earlier one
         self._next = 0
+        self._line = io.StringIO()
+        self._csv = csv.writer(self._line, lineterminator="\n")
         if fmt == "csv":
-            out.write(_csv_line([*header, *FIELD_NAMES]))
+            out.write(self._csv_line([*header, *FIELD_NAMES]))
         elif fmt == "json" and not single:
             out.write("[")
+        out.flush()
+        self._flushed = time.monotonic()
+
+    @property
+    def backlog(self) -> int:
+        """Return how many finished CSV rows wait for an earlier one."""
+        return len(self._pending)
+
+    def _csv_line(self, cells: list[str]) -> str:
+        self._line.seek(0)
+        self._line.truncate()
+        self._csv.writerow(cells)
+        return self._line.getvalue()
 
     def write(self, index: int, row: list[str], result: VerificationResult) -> None:
         """Write one result (CSV: as soon as every earlier row is written)."""
         if self._fmt == "csv":
             values = field_values(result, next_check=None)
-            self._pending[index] = _csv_line(
+            self._pending[index] = self._csv_line(
                 [*row, *(format_value(values[name]) for name in FIELD_NAMES)]
             )
             while self._next in self._pending:
@@ -130,7 +193,10 @@ class _Writer:
             separator = "" if self._single else ("\n" if self._count == 0 else ",\n")
             self._out.write(separator + text)
         self._count += 1
-        self._out.flush()
+        now = time.monotonic()
+        if now - self._flushed >= _FLUSH_EVERY_S:
+            self._out.flush()
+            self._flushed = now
 
     def close(self) -> None:
         """Write what finished out of order (after an interrupt) and close the document."""
@@ -148,31 +214,85 @@ async def verify_table(
     *,
     fmt: Format,
     single: bool = False,
-    on_result: callable | None = None,  # type: ignore[valid-type]
+    on_result: OnResult | None = None,
 ) -> Tally:
     """Verify every row's address and write one result per row; return the counts."""
     waiting: dict[str, deque[tuple[int, list[str]]]] = defaultdict(deque)
     writer = _Writer(out, fmt, table.header, single=single)
     tally = Tally()
+    room = asyncio.Event()
+    room.set()
 
-    def addresses() -> Iterator[str]:
+    async def addresses() -> AsyncIterator[str]:
         for index, row in enumerate(table.rows):
+            if writer.backlog >= MAX_BACKLOG:
+                # An early row is slow: hold the input until the rows behind it can be written.
+                room.clear()
+                await room.wait()
             email = row[table.email_index].strip() if len(row) > table.email_index else ""
             waiting[email].append((index, row))
             yield email
 
     try:
-        async for result in verifier.verify_many(addresses()):
-            index, row = waiting[result.email].popleft()
-            if not waiting[result.email]:
-                del waiting[result.email]
-            writer.write(index, row, result)
-            tally.add(result)
-            if on_result is not None:
-                on_result(result, tally)
+        async with contextlib.aclosing(verifier.verify_many(addresses())) as results:
+            async for result in results:
+                index, row = waiting[result.email].popleft()
+                if not waiting[result.email]:
+                    del waiting[result.email]
+                writer.write(index, row, result)
+                if writer.backlog < MAX_BACKLOG // 2:
+                    room.set()
+                tally.add(result)
+                if on_result is not None:
+                    on_result(result, tally)
     finally:
         writer.close()
     return tally
+
+
+class ProgressView:
+    """The live progress line: done of total, bar, counts per status, rate, elapsed and ETA."""
+
+    def __init__(
+        self, console: Console, *, total: int | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        # Without a total (stdin) there is no ETA to show, and the bar just pulses.
+        eta = (TextColumn("ETA"), TimeRemainingColumn()) if total is not None else ()
+        self.progress = Progress(
+            SpinnerColumn(),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[statuses]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            *eta,
+            console=console,
+            get_time=clock,
+            redirect_stdout=False,  # stdout carries the results, never the bar
+        )
+        self._task = self.progress.add_task("verify", total=total, statuses="", rate="")
+        self._started = clock()
+        self._drawn = float("-inf")
+
+    def show(self, tally: Tally, *, now: bool = False) -> None:
+        """Update the line from the counts (at most every _REDRAW_EVERY_S unless `now`)."""
+        moment = self._clock()
+        if not now and moment - self._drawn < _REDRAW_EVERY_S:
+            return
+        self._drawn = moment
+        rate = tally.done / max(moment - self._started, 1e-9)
+        self.progress.update(
+            self._task, completed=tally.done, statuses=status_counts(tally), rate=f"{rate:,.0f}/s"
+        )
+
+
+def status_counts(tally: Tally) -> str:
+    """Return the counts per status as rich markup, every status shown (zero included)."""
+    return "  ".join(
+        f"[{style}]{status} {tally.by_status.get(str(status), 0):,}[/]"
+        for status, style in _STATUS_STYLES.items()
+    )
 
 
 def run_verify(
@@ -187,34 +307,18 @@ def run_verify(
     """Run verify_table on a fresh event loop, with a progress bar on stderr when asked."""
     if not progress:
         return asyncio.run(verify_table(verifier, table, out, fmt=fmt, single=single))
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    view = ProgressView(Console(stderr=True), total=table.total)
+    last = Tally()
 
-    columns = (
-        SpinnerColumn(),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("{task.fields[statuses]}"),
-        TextColumn("{task.fields[rate]}/s"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task("verify", total=None, statuses="", rate="0")
+    def on_result(result: VerificationResult, tally: Tally) -> None:
+        nonlocal last
+        last = tally
+        view.show(tally)
 
-        def on_result(result: VerificationResult, tally: Tally) -> None:
-            elapsed = bar.tasks[0].elapsed or 1e-9
-            counts = " ".join(f"{k}={v}" for k, v in sorted(tally.by_status.items()))
-            bar.update(
-                task, completed=tally.done, statuses=counts, rate=f"{tally.done / elapsed:.0f}"
+    with view.progress:
+        try:
+            return asyncio.run(
+                verify_table(verifier, table, out, fmt=fmt, single=single, on_result=on_result)
             )
-
-        return asyncio.run(
-            verify_table(verifier, table, out, fmt=fmt, single=single, on_result=on_result)
-        )
+        finally:
+            view.show(last, now=True)

@@ -99,10 +99,12 @@ def verify(
         raise InputError("give addresses or --file, not both")
     settings = _settings(ctx)
     _service_logging(ctx, settings)
-    table, stream = open_input(file, addresses)
-    verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
-    progress = not quiet and sys.stderr.isatty() and file is not None
+    stream = None
+    # A bar for a list, on a terminal only: piped or redirected stderr stays clean.
+    progress = not quiet and sys.stderr.isatty() and (file is not None or len(addresses) > 1)
     try:
+        table, stream = open_input(file, addresses)
+        verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
         tally = run_verify(
             verifier,
             table,

@@ -20,6 +20,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -70,11 +71,15 @@ class Misbehave:
 
 @dataclass(slots=True)
 class SessionRecord:
-    """What one client connection did: where it came from, its command lines, TLS use."""
+    """What one client connection did: where it came from, its command lines, TLS use, the
+    replies it got, and when it opened and closed (the server's monotonic clock)."""
 
     client_ip: str
     commands: list[str] = field(default_factory=list)  # lines as sent: "RCPT TO:<a@x.test>"
     tls: bool = False
+    started: float = field(default_factory=time.monotonic)  # when the connection was accepted
+    ended: float | None = None  # when it closed (time.monotonic), None while open
+    replies: list[str] = field(default_factory=list)  # replies as scripted, banner first
 
     @property
     def verbs(self) -> list[str]:
@@ -226,6 +231,7 @@ class ScriptedSmtp:
             pass  # the client hung up or sent nonsense; the record keeps what it did
         finally:
             writer.transport.abort()
+            record.ended = time.monotonic()
             self._active -= 1
             if not self._active:
                 self._idle.set()
@@ -373,6 +379,7 @@ class ScriptedSmtp:
         return False
 
     async def _send(self, session: _Session, reply: str) -> None:
+        session.record.replies.append(reply)
         session.writer.write(_format(reply))
         await session.writer.drain()
 

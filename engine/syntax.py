@@ -2,8 +2,9 @@
 
 `email-validator` does the parsing (RFC 5321/5322 grammar, lengths, IDNA, SMTPUTF8, NFC); this
 module chooses its options, adds two rules of its own (line breaks, numeric TLDs; below), and
-suggests corrections for well-known domains. It never looks anything up: DNS decides later
-whether the domain takes mail.
+suggests corrections for well-known domains. It calls validate_email()'s steps itself so that a
+domain is checked once, not once per address (a bounded cache; results and messages are the
+library's). It never looks anything up: DNS decides later whether the domain takes mail.
 
 Input: white space around the address (spaces, tabs, NBSP, zero-width spaces, a BOM, and RFC
 5322 folding, i.e. a CRLF followed by a space or tab) is dropped. Any other CR or LF makes the
@@ -55,13 +56,22 @@ short names, which are one edit from many real domains (`love.com` is not `live.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError, EmailSyntaxError, ValidatedEmail
 
 # email-validator's own "TLDs end with a letter" rule, which it applies only together with the
 # dot requirement (globally_deliverable); we want the first without the second.
-from email_validator.rfc_constants import DOMAIN_NAME_REGEX
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOMAIN_NAME_REGEX
+from email_validator.syntax import (
+    split_email,
+    validate_email_domain_literal,
+    validate_email_domain_name,
+    validate_email_length,
+    validate_email_local_part,
+)
 
 from .enrich import FREE_DOMAINS
 
@@ -102,32 +112,110 @@ def parse_address(text: str, *, allow_test_domains: bool = False) -> Address | I
     if "\r" in unfolded or "\n" in unfolded:
         return InvalidAddress(original, "The email address contains a line break.")
     try:
-        # Every option is passed explicitly so that nobody's change to email-validator's
-        # module-level defaults can change what we accept.
-        parsed = validate_email(
-            original,
-            check_deliverability=False,
-            allow_smtputf8=True,
-            allow_empty_local=False,
-            allow_quoted_local=False,
-            allow_domain_literal=False,
-            allow_display_name=False,
-            strict=True,  # enforces the 64-character local part
-            globally_deliverable=False,  # admits dotless domains (test@io); DNS decides
-            test_environment=allow_test_domains,
-        )
+        return _validated(original, test_environment=allow_test_domains)
     except EmailNotValidError as error:
         return InvalidAddress(original, str(error))
-    if not DOMAIN_NAME_REGEX.search(parsed.ascii_domain):
+
+
+# What follows is email-validator's validate_email() with our options, step by step, so that the
+# domain's checks (IDNA, UTS #46, special-use names: most of the time spent) run once per domain
+# instead of once per address. Each step is the library's own function, called in
+# validate_email()'s order, so results and messages are the library's; tests/test_syntax.py
+# holds parse_address to validate_email() itself. The options, all fixed so that nobody's change
+# to email-validator's module-level defaults can change what we accept: check_deliverability
+# off, allow_smtputf8 on, empty local parts, quoted local parts, domain literals and display
+# names refused, strict on (the 64-character local part), globally_deliverable off (it admits
+# dotless domains, test@io: DNS decides), test_environment = allow_test_domains.
+
+
+def _validated(original: str, *, test_environment: bool) -> Address | InvalidAddress:
+    """Return the address validate_email() would accept; raise what it would raise."""
+    display_name, given_local_part, local_part, quoted, domain_part = split_email(original)
+    checked = validate_email_local_part(
+        local_part,
+        allow_smtputf8=True,
+        allow_empty_local=False,
+        quoted_local_part=quoted,
+        strict=True,
+    )
+    smtputf8 = checked["smtputf8"]  # of the local part as given, before NFC
+    nfc_local_part = unicodedata.normalize("NFC", local_part)
+    if nfc_local_part != local_part:
+        try:
+            checked = validate_email_local_part(
+                nfc_local_part,
+                allow_smtputf8=True,
+                allow_empty_local=False,
+                quoted_local_part=quoted,
+                strict=True,
+            )
+        except EmailSyntaxError as error:
+            raise EmailSyntaxError("After Unicode normalization: " + str(error)) from error
+    local_part, ascii_local_part = checked["local_part"], checked["ascii_local_part"]
+    if quoted:
+        raise EmailSyntaxError("Quoting the part before the @-sign is not allowed here.")
+    if ascii_local_part is not None and ascii_local_part.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:
+        ascii_local_part, local_part = ascii_local_part.lower(), local_part.lower()  # RFC 2142
+
+    if not domain_part:
+        raise EmailSyntaxError("There must be something after the @-sign.")
+    if domain_part.startswith("[") and domain_part.endswith("]"):
+        validate_email_domain_literal(domain_part[1:-1])  # a malformed literal is told first
+        raise EmailSyntaxError("A bracketed IP address after the @-sign is not allowed here.")
+    domain = _checked_domain(domain_part, test_environment=test_environment)
+    if domain.error is not None:
+        raise EmailSyntaxError(domain.error)
+
+    lengths = ValidatedEmail()
+    lengths.original = f"{given_local_part}@{domain_part}"
+    lengths.normalized = f"{local_part}@{domain.unicode}"
+    lengths.local_part, lengths.ascii_local_part = local_part, ascii_local_part
+    lengths.ascii_domain = domain.ascii
+    validate_email_length(lengths)
+    if display_name is not None:
+        raise EmailSyntaxError(
+            "A display name and angle brackets around the email address are not permitted here."
+        )
+
+    if not domain.in_tld:
         return InvalidAddress(
             original, "The part after the @-sign is not valid. It is not within a valid TLD."
         )
     return Address(
         original=original,
-        local_part=parsed.local_part,
-        domain=parsed.ascii_domain,
-        domain_unicode=parsed.domain,
-        smtputf8=parsed.smtputf8,
+        local_part=local_part,
+        domain=domain.ascii,
+        domain_unicode=domain.unicode,
+        smtputf8=smtputf8,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Domain:
+    """A domain part as email-validator judged it: its two forms, or its complaint."""
+
+    ascii: str = ""  # A-label form
+    unicode: str = ""  # U-label form
+    in_tld: bool = False  # ends in a TLD that is not numeric (our rule, checked last)
+    error: str | None = None
+
+
+# Bounded, so a list of a million distinct domains cannot grow it; 8,192 entries are a few MB.
+# It keeps email-validator's special-use names as they were when a domain was first seen.
+@lru_cache(maxsize=8192)
+def _checked_domain(domain_part: str, *, test_environment: bool) -> _Domain:
+    """Return email-validator's verdict on a domain part (no DNS: syntax and IDNA only)."""
+    try:
+        checked = validate_email_domain_name(
+            domain_part, test_environment=test_environment, globally_deliverable=False
+        )
+    except EmailSyntaxError as error:
+        return _Domain(error=str(error))
+    ascii_domain = checked["ascii_domain"]
+    return _Domain(
+        ascii=ascii_domain,
+        unicode=checked["domain"],
+        in_tld=DOMAIN_NAME_REGEX.search(ascii_domain) is not None,
     )
 
 

@@ -3,8 +3,16 @@
 import dataclasses
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import DOMAIN_NAME_REGEX
 
-from engine.syntax import Address, InvalidAddress, parse_address, suggest_correction
+from engine.syntax import (
+    Address,
+    InvalidAddress,
+    _checked_domain,
+    parse_address,
+    suggest_correction,
+)
 
 
 def _parsed(text: str, **options: bool) -> Address:
@@ -337,3 +345,71 @@ def test_suggestion_is_deterministic_and_picks_the_closest_domain() -> None:
     # hotmail.co is one slip from hotmail.com and three from hotmail.co.uk
     suggestions = {suggest_correction(_parsed("a@hotmail.co")) for _ in range(5)}
     assert suggestions == {"a@hotmail.com"}
+
+
+# --- the per-domain cache changes nothing ----------------------------------------------------
+
+
+def _as_email_validator_says(text: str, *, allow_test_domains: bool) -> Address | InvalidAddress:
+    """Return what one plain validate_email() call makes of the text: the contract of the cache."""
+    try:
+        parsed = validate_email(
+            text,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_empty_local=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            strict=True,
+            globally_deliverable=False,
+            test_environment=allow_test_domains,
+        )
+    except EmailNotValidError as error:
+        return InvalidAddress(text, str(error))
+    if not DOMAIN_NAME_REGEX.search(parsed.ascii_domain):
+        return InvalidAddress(
+            text, "The part after the @-sign is not valid. It is not within a valid TLD."
+        )
+    return Address(text, parsed.local_part, parsed.ascii_domain, parsed.domain, parsed.smtputf8)
+
+
+_LOCAL_PARTS = (
+    "jane", "Jane.Doe", "jane+tag", "Postmaster", "ABUSE", "jürgen", "ju\u0308rgen", "用户",
+    "a" * 64, "a" * 65, "é" * 63, ".jane", "jane.", "ja..ne", '"jane"', '"ja ne"', "ja ne", "",
+    "ja(ne)", "ja\u200bne",
+)  # fmt: skip
+_DOMAIN_PARTS = (
+    "example.com", "Example.COM", "bücher.example", "BÜCHER.example", "xn--bcher-kva.example",
+    "例え.jp", "host.test", "test", "localhost", "printer.local", "iana.123", "255.255.255.255",
+    "-bad.com", "bad-.com", "bad_.com", "exa..mple.com", "example.com.", "", "io",
+    "[192.0.2.1]", "[IPv6:2001:db8::1]", "[300.1.1.1]", "[nope]", "d" * 64 + ".com",
+    ".".join(["d" * 63] * 3) + ".com", ".".join(["d" * 63] * 4), "xn--zz.com", "ex ample.com",
+    "exam\u200bple.com", "a@b.com",
+)  # fmt: skip
+_WHOLE = ("John <jane@example.com>", "<jane@example.com>", "plain", "@", "jane@@example.com")
+
+
+@pytest.mark.parametrize("allow_test_domains", [False, True])
+def test_parse_address_says_what_email_validator_says_for_every_local_and_domain_part(
+    allow_test_domains: bool,
+) -> None:
+    texts = [f"{local}@{domain}" for local in _LOCAL_PARTS for domain in _DOMAIN_PARTS]
+    # twice: the second time every domain comes from the cache
+    for text in [*texts, *_WHOLE, *texts]:
+        expected = _as_email_validator_says(text, allow_test_domains=allow_test_domains)
+        assert parse_address(text, allow_test_domains=allow_test_domains) == expected, text
+
+
+def test_domain_is_checked_once_for_all_its_addresses() -> None:
+    domain = "once-per-domain.example"
+    before = _checked_domain.cache_info()
+    parse_address(f"jane@{domain}")
+    parse_address(f"john@{domain}")
+    parse_address(f"jo..hn@{domain}")  # the local part fails first: the domain is not asked
+    after = _checked_domain.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+
+
+def test_domain_cache_is_bounded() -> None:
+    assert _checked_domain.cache_info().maxsize is not None

@@ -7,19 +7,23 @@ server started in any test is checked afterwards: none may have received DATA.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from dnslib import QTYPE, DNSRecord
 
-from engine import Action, EngineSettings, Status, VerificationResult, Verifier
+from engine import Action, DnsError, EngineSettings, Status, VerificationResult, Verifier
 from engine import enrich as enrich_module
 from engine import throttle as throttle_module
+from engine.mx import RouteKind
 from engine.score import BANDS
-from tests.fakes.dns import DnsServer
+from tests.fakes.dns import DnsServer, running_dns_server
 from tests.fakes.smtp import (
     CatchAllSmtp,
     GreylistingSmtp,
@@ -325,6 +329,68 @@ async def test_dns_answers_are_cached_between_verifications(net: Net) -> None:
     assert outcome(first) == outcome(second) == ("valid", "accepted")
     assert net.dns.count("acme.test", "MX") == 1
     assert net.dns.count("mx.acme.test", "A") == 1
+
+
+async def test_route_is_the_mail_route_the_verifiers_sessions_use(net: Net) -> None:
+    await net.serve(ScriptedSmtp(IP1, mailboxes={"john@acme.test"}))
+    net.mx("acme.test", ("mx.acme.test", IP1))
+    verifier = net.verifier()
+
+    route = await verifier.route("acme.test")
+    result = await verifier.verify("john@acme.test")
+
+    assert route.kind is RouteKind.MX
+    assert [(host.name, host.addresses) for host in route.hosts] == [("mx.acme.test", (IP1,))]
+    assert outcome(result) == ("valid", "accepted")
+    assert net.dns.count("acme.test", "MX") == 1  # one cache for both
+
+
+async def test_route_raises_dns_error_when_dns_cannot_tell(net: Net) -> None:
+    net.dns.servfail("broken.test")
+
+    with pytest.raises(DnsError):
+        await net.verifier().route("broken.test")
+
+
+class HoldingDns(DnsServer):
+    """Holds every MX answer until the test releases it, so a lookup stays in flight."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def answer(self, request: DNSRecord) -> DNSRecord | None:
+        """Return the usual reply, once released (MX questions only)."""
+        if QTYPE.get(request.q.qtype) == "MX":
+            self.asked.set()
+            self.release.wait(5)
+        return super().answer(request)
+
+
+async def test_cancelled_route_lookup_leaves_the_verifications_shared_lookup_running(
+    smtp_servers: Callable[..., Awaitable[int]],
+) -> None:
+    with running_dns_server(HoldingDns) as dns:
+        assert isinstance(dns, HoldingDns)
+        net = Net(dns, smtp_servers)
+        await net.serve(ScriptedSmtp(IP1, mailboxes={"john@acme.test"}))
+        net.mx("acme.test", ("mx.acme.test", IP1))
+        verifier = net.verifier()
+        try:
+            # As the API does: a route lookup for a partial answer beside the verification.
+            lookup = asyncio.create_task(verifier.route("acme.test"))
+            verification = asyncio.create_task(verifier.verify("john@acme.test"))
+            assert await asyncio.to_thread(dns.asked.wait, 5)
+            lookup.cancel()  # the answer came first: the partial answer is not needed
+            with pytest.raises(asyncio.CancelledError):
+                await lookup
+        finally:
+            dns.release.set()
+        result = await verification
+
+    assert outcome(result) == ("valid", "accepted")
+    assert dns.count("acme.test", "MX") == 1  # the shared lookup went on, none was restarted
 
 
 # 3. SMTP conversation -------------------------------------------------------------------------
@@ -794,6 +860,62 @@ async def test_host_saying_too_many_even_for_one_recipient_is_given_up(net: Net)
     assert outcome(result) == ("unknown", "temporary_failure")
     assert result.checks.smtp is not None and result.checks.smtp.response_code == 452
     assert 2 <= server.session_count <= 5
+
+
+TOO_MANY_CONNECTIONS = "421 4.7.0 Error: too many connections"
+
+
+class CrowdedSmtp(ScriptedSmtp):
+    """Refuses every session as one too many; the first waits until a second one is open.
+
+    So two of the verifier's sessions are open at once when the first refusals come, whatever
+    the machine's load; later sessions, alone, are refused all the same.
+    """
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host, max_sessions=1, replies={"BANNER": TOO_MANY_CONNECTIONS})
+        self._second = asyncio.Event()
+
+    async def _converse(self, session: Any) -> None:
+        if self.session_count == 1:
+            with contextlib.suppress(TimeoutError):  # within the engine's connect timeout
+                async with asyncio.timeout(TIMEOUT_S / 2):
+                    await self._second.wait()
+        else:
+            self._second.set()
+        await super()._converse(session)
+
+
+async def test_host_refusing_our_parallel_sessions_through_every_back_off_is_rate_limited(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(throttle_module, "BACKOFF_FIRST_S", 0.001)  # eight back-offs, doubling
+    (server,) = await net.serve(CrowdedSmtp(IP1))
+    net.mx("one.test", ("mx.shared.test", IP1))  # two domains, one host: two sessions at once
+    net.mx("two.test", ("mx.shared.test", IP1))
+
+    results = await verify_all(
+        net.verifier(smtp={"max_sessions_per_host": 2}), ["ann@one.test", "bob@two.test"]
+    )
+
+    assert {outcome(r) for r in results} == {("unknown", "rate_limited")}
+    assert all(r.checks.smtp is not None and r.checks.smtp.response_code == 421 for r in results)
+    assert server.max_concurrent == 2  # our own pace met the host's limit
+    assert server.session_count >= 4  # given up only after the back-off rounds
+
+
+async def test_host_refusing_a_lone_session_as_too_many_keeps_the_replys_verdict(
+    net: Net,
+) -> None:
+    (server,) = await net.serve(ScriptedSmtp(IP1, replies={"BANNER": TOO_MANY_CONNECTIONS}))
+    net.mx("acme.test", ("mx.acme.test", IP1))
+
+    result = await net.verifier().verify("john@acme.test")
+
+    # Nothing of ours was running beside it: the host speaks of itself (corpus: a 421 is
+    # temporary_failure), not of a limit we reached.
+    assert outcome(result) == ("unknown", "temporary_failure")
+    assert server.max_concurrent == 1 and server.session_count >= 2
 
 
 async def test_max_rcpt_per_session_splits_a_domain_into_sessions(net: Net) -> None:

@@ -59,7 +59,7 @@ def partial_result(
 
 
 class RouteLookup(Protocol):
-    """What answers a domain's mail route: the engine's MailRouter today, Verifier soon."""
+    """What answers a domain's mail route: the Verifier (MailRouter has the same method)."""
 
     async def route(self, domain: str) -> MailRoute:
         """Return the domain's mail route; DnsError when DNS cannot tell."""
@@ -69,7 +69,7 @@ class RouteLookup(Protocol):
 def mail_router(verifier: Verifier) -> RouteLookup | None:
     """Return what looks up mail routes for partial answers: the verifier's own router.
 
-    Sharing it shares the verifier's DNS cache and lookups. `_router` is private; once
-    Verifier.route(domain) exists, this returns `verifier` itself and nothing else changes.
+    Sharing it shares the verifier's DNS cache and lookups; Verifier.route shields them, so
+    cancelling a partial answer's lookup leaves the verifier's own running.
     """
-    return getattr(verifier, "_router", None)
+    return verifier

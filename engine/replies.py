@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .result import Reason, SmtpReply, Stage, Verdict
 
@@ -103,18 +104,28 @@ class _Reading:
 
 def _enhanced_code(reply: SmtpReply, klass: int) -> str | None:
     """Return the reply's enhanced code when its class agrees with the basic code's."""
-    candidates = [reply.enhanced_code, *_HASH_ENHANCED_CODE.findall(reply.message)]
-    for candidate in candidates:
-        if candidate and candidate[:1] == str(klass):
-            return candidate
+    if reply.enhanced_code and reply.enhanced_code[:1] == str(klass):
+        return reply.enhanced_code
+    if "#" in reply.message:
+        for candidate in _HASH_ENHANCED_CODE.findall(reply.message):
+            if candidate[:1] == str(klass):
+                return candidate
     return None
+
+
+# Each masking pattern runs only when the text holds what every one of its matches contains.
+_DIGIT_DOT_DIGIT = re.compile(r"\d\.\d")
 
 
 def _normalised(message: str) -> str:
     """Return the text the markers are matched against: one line, lower case, masked."""
-    text = _URL.sub(lambda match: f" {match.group(1)} ", message)
-    text = _EMAIL_ADDRESS.sub("<@>", text)
-    text = _IPV4.sub("<ipv4>", text)  # not "ip": "from <ipv4>" names no IP block
+    text = message
+    if "://" in text:
+        text = _URL.sub(lambda match: f" {match.group(1)} ", text)
+    if "@" in text:
+        text = _EMAIL_ADDRESS.sub("<@>", text)
+    if _DIGIT_DOT_DIGIT.search(text):
+        text = _IPV4.sub("<ipv4>", text)  # not "ip": "from <ipv4>" names no IP block
     return " ".join(text.split()).lower()
 
 
@@ -407,12 +418,14 @@ class _Rule:
     except_codes: frozenset[int] = frozenset()
     unless: tuple[re.Pattern[str], ...] = ()  # none of these may be found in the text
 
+    def takes(self, code: int) -> bool:
+        """Return whether this rule can apply to a reply with this basic code."""
+        if code // 100 not in self.classes or code in self.except_codes:
+            return False
+        return not self.codes or code in self.codes
+
     def applies(self, reading: _Reading) -> bool:
-        """Return whether this rule decides the reply."""
-        if reading.klass not in self.classes or reading.code in self.except_codes:
-            return False
-        if self.codes and reading.code not in self.codes:
-            return False
+        """Return whether this rule decides the reply (of a code it takes)."""
         if self.enhanced is not None and not (
             reading.enhanced and self.enhanced.fullmatch(reading.enhanced)
         ):
@@ -521,12 +534,21 @@ def classify(stage: Stage, reply: SmtpReply) -> Verdict:
     return Verdict.of(reason)
 
 
+# Servers repeat themselves: one host's "user unknown" reads the same once the address in it
+# is masked. Bounded, so unique texts (queue ids, host names) cannot grow it past a few MB.
+@lru_cache(maxsize=4096)
 def _reason(reading: _Reading) -> Reason:
     """Return the reason of the first rule that applies; a non-SMTP code is a protocol error."""
-    for rule in _RULES:
+    for rule in _rules_for(reading.code):
         if rule.applies(reading):
             return rule.reason
     return Reason.PROTOCOL_ERROR
+
+
+@lru_cache(maxsize=1024)  # codes are 3 digits: the cache holds them all and never grows beyond
+def _rules_for(code: int) -> tuple[_Rule, ...]:
+    """Return the rules, in order, that can apply to a reply with this basic code."""
+    return tuple(rule for rule in _RULES if rule.takes(code))
 
 
 # --- Greylisting delay ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.replies import classify, greylist_delay_s, parse_reply
+from engine.replies import _reason, _rules_for, classify, greylist_delay_s, parse_reply
 from engine.result import Reason, SmtpReply, Stage, Status, Verdict
 
 R = Reason
@@ -418,3 +418,34 @@ def test_stage_given_as_its_string_is_understood() -> None:
     reply = parse_reply(550, "5.1.1 User unknown")
     assert classify("rcpt", reply).reason is R.MAILBOX_NOT_FOUND  # type: ignore[arg-type]
     assert classify("mail", reply).reason is R.BLOCKED  # type: ignore[arg-type]
+
+
+# --- classify: the same verdicts, fast (masking guards, caches) ----------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("5.1.1 User unknown, see https://help.example/policy/spam.html", id="url"),
+        pytest.param("5.1.1 <spam@b.example>: User unknown", id="address"),
+        pytest.param("5.1.1 User unknown (SPAM@B.EXAMPLE)", id="address-upper-case"),
+    ],
+)
+def test_rcpt_550_words_in_links_and_addresses_decide_nothing(text: str) -> None:
+    assert _verdict(550, text).reason is R.MAILBOX_NOT_FOUND
+
+
+def test_same_reply_at_other_stages_keeps_each_stages_verdict() -> None:
+    reply = parse_reply(550, "5.1.1 <jane@b.example>: Recipient address rejected: User unknown")
+    reasons = [classify(stage, reply).reason for stage in (Stage.RCPT, Stage.MAIL, Stage.RCPT)]
+    assert reasons == [R.MAILBOX_NOT_FOUND, R.BLOCKED, R.MAILBOX_NOT_FOUND]
+
+
+def test_same_text_under_other_codes_keeps_each_codes_verdict() -> None:
+    reasons = [_verdict(code, "Please try again later").reason for code in (450, 550, 421, 450)]
+    assert reasons == [R.GREYLISTED, R.BLOCKED, R.TEMPORARY_FAILURE, R.GREYLISTED]
+
+
+def test_classify_caches_are_bounded() -> None:
+    assert _reason.cache_info().maxsize is not None
+    assert _rules_for.cache_info().maxsize is not None

@@ -32,7 +32,7 @@ def is_session_limit(reply: SmtpReply) -> bool:
         return True
     too_many = _says(reply, _TOO_MANY_RECIPIENTS_WORDS)
     return reply.enhanced_code in _TOO_MANY_RECIPIENTS_CODES or (
-        reply.code in (451, 452) and too_many
+        reply.code in (451, 452, 552) and too_many
     )
 
 

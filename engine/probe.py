@@ -33,6 +33,7 @@ from python_socks import ProxyError
 from python_socks.async_.asyncio import Proxy
 
 from .errors import ProbeConnectError, ProbeError, ProbeProtocolError, ProbeTimeout
+from .limits import is_session_limit
 from .replies import parse_reply
 from .result import ReplyCode, SmtpReply, Stage
 from .settings import EngineSettings, SmtpSettings
@@ -41,7 +42,6 @@ from .settings import EngineSettings, SmtpSettings
 _QUIT_WAIT_S = 1.0
 #: The refusal we report when an internationalised address meets a server without SMTPUTF8.
 SMTPUTF8_UNSUPPORTED = SmtpReply(555, "5.6.7", "SMTPUTF8 not supported by server")
-_TOO_MANY_RECIPIENTS = frozenset({"4.5.3", "5.5.3"})
 #: Failures of a socket, a proxy or aiosmtplib; TimeoutError is an OSError.
 _FAILURES = (SMTPException, OSError, ProxyError)
 
@@ -211,18 +211,9 @@ async def _ask(
         except ProbeError as exc:
             return tuple(replies), exc
         replies.append((recipient, reply))
-        if _ends_session(reply):
+        if is_session_limit(reply):
             break
     return tuple(replies), None
-
-
-def _ends_session(reply: SmtpReply) -> bool:
-    """Return whether no further RCPT should be sent in this session after `reply`."""
-    if reply.code == ReplyCode.SERVICE_NOT_AVAILABLE:
-        return True  # 421: the server is closing the connection
-    if reply.enhanced_code in _TOO_MANY_RECIPIENTS:
-        return True
-    return reply.code in (452, 552) and "too many recipients" in reply.message.lower()
 
 
 def _address(address: str, *, smtputf8: bool) -> bytes:

@@ -7,13 +7,11 @@ mail router. It decides no status of its own: engine's Verdict, enrich and score
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 from engine import enrich, score
 from engine.mx import MailRoute, RouteKind
 from engine.result import Checks, Reason, Verdict, VerificationResult
 from engine.syntax import Address, suggest_correction
-from engine.verifier import Verifier
 
 
 def partial_result(
@@ -56,20 +54,3 @@ def partial_result(
         verified_at=now,
         response_time_ms=elapsed_ms,
     )
-
-
-class RouteLookup(Protocol):
-    """What answers a domain's mail route: the Verifier (MailRouter has the same method)."""
-
-    async def route(self, domain: str) -> MailRoute:
-        """Return the domain's mail route; DnsError when DNS cannot tell."""
-        ...
-
-
-def mail_router(verifier: Verifier) -> RouteLookup | None:
-    """Return what looks up mail routes for partial answers: the verifier's own router.
-
-    Sharing it shares the verifier's DNS cache and lookups; Verifier.route shields them, so
-    cancelling a partial answer's lookup leaves the verifier's own running.
-    """
-    return verifier

@@ -24,7 +24,7 @@ from engine.verifier import Verifier
 
 from .cache import ResultCache
 from .metrics import ApiMetrics
-from .partial import mail_router, partial_result
+from .partial import partial_result
 
 log = logging.getLogger(__package__)  # "mailprobe.api", the one logger of the whole API
 
@@ -96,7 +96,6 @@ class Verifications:
         self._verifier = verifier
         self._cache = cache
         self._metrics = metrics
-        self._router = mail_router(verifier)
         self._allow_test = verifier.settings.syntax.allow_test_domains
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -219,11 +218,13 @@ class Verifications:
             self._forget(job)
 
     async def _route(self, domain: str) -> MailRoute | None:
-        """Return the domain's mail route for a partial answer; None when DNS cannot tell."""
-        if self._router is None:
-            return None
+        """Return the domain's mail route for a partial answer; None when DNS cannot tell.
+
+        The verifier's own route() shares its DNS cache and shields its lookups, so cancelling
+        a partial answer's lookup leaves the verification's running.
+        """
         try:
-            return await self._router.route(domain)
+            return await self._verifier.route(domain)
         except DnsError:
             return None
 

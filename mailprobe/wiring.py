@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 
+from pydantic import SecretStr
+
 from connectors.csvdrop import DropFolder
 
 from .errors import ConfigError
@@ -23,8 +25,12 @@ from .settings import (
 )
 
 
-def _secret_env(name: str, key: str) -> str:
-    return f"MAILPROBE_CONNECTORS__{name.upper()}__{key.upper()}"
+def _secret(value: SecretStr | None, name: str, key: str, what: str) -> str:
+    """Return a connector's secret, or raise ConfigError naming the variable that sets it."""
+    if value is None:
+        variable = f"MAILPROBE_CONNECTORS__{name.upper()}__{key.upper()}"
+        raise ConfigError(f"connectors.{name}.{key}", f"missing; set {variable} to {what}")
+    return value.get_secret_value()
 
 
 def backfill_since(backfill: bool | date, *, now: datetime) -> datetime | None:
@@ -44,32 +50,24 @@ def build_connector(name: str, settings: ConnectorSettings, *, now: datetime) ->
         )
         return CsvDrop(name, folder)
     if isinstance(settings, HubSpotConnectorSettings):
-        if settings.access_token is None:
-            raise ConfigError(
-                f"connectors.{name}.access_token",
-                f"missing; set {_secret_env(name, 'access_token')} to a private app token",
-            )
+        token = _secret(settings.access_token, name, "access_token", "a private app token")
         from connectors.hubspot import HubSpotConnector
 
         client = HubSpotConnector(
             name,
-            access_token=settings.access_token.get_secret_value(),
+            access_token=token,
             base_url=settings.base_url,
             backfill_since=backfill_since(settings.backfill, now=now),
             requests_per_10s=settings.requests_per_10s,
         )
         return CrmConnector(name, client)
     if isinstance(settings, SendGridConnectorSettings):
-        if settings.api_key is None:
-            raise ConfigError(
-                f"connectors.{name}.api_key",
-                f"missing; set {_secret_env(name, 'api_key')} to a SendGrid API key",
-            )
+        key = _secret(settings.api_key, name, "api_key", "a SendGrid API key")
         from connectors.sendgrid import SendGridConnector
 
         client = SendGridConnector(
             name,
-            api_key=settings.api_key.get_secret_value(),
+            api_key=key,
             base_url=settings.base_url,
             lists=list(settings.lists),
             invalid_list=settings.invalid_list,

@@ -21,21 +21,20 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
 
 from connectors.fields import FIELD_NAMES
-from engine import EngineSettings, VerificationResult, Verifier
-from engine import throttle as throttle_module
+from engine import VerificationResult
 from engine import verifier as verifier_module
 from mailprobe import bulk
 from mailprobe.bulk import InputTable, ProgressView, Tally, open_input, verify_table
 from tests.fakes.dns import DnsServer, running_dns_server
+from tests.fakes.net import IP1, IP2, IP3, IP4, Net, assert_no_message_sent, verify_all
 from tests.fakes.smtp import (
     GreylistingSmtp,
     ScriptedSmtp,
@@ -43,66 +42,25 @@ from tests.fakes.smtp import (
     running_smtp_server,
 )
 
-IP1, IP2, IP3, IP4 = (f"127.0.0.{n}" for n in range(2, 6))
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("quick_backoff")
 
 
 # In-process nets: a DNS zone, servers on one port, a verifier -----------------------------
 
 
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def backoff_first_s() -> float:
     """Shrink the back-off (seconds in production) so a 421 costs the test 50 ms, not 2 s."""
-    monkeypatch.setattr(throttle_module, "BACKOFF_FIRST_S", 0.05)
-
-
-class Net:
-    """A test's little internet: DNS records, SMTP servers on one port, a verifier for them."""
-
-    def __init__(self, dns: DnsServer, start: Callable[..., Awaitable[int]]) -> None:
-        self.dns = dns
-        self._start = start
-        self.port = 0
-
-    async def serve(self, *servers: ScriptedSmtp) -> list[ScriptedSmtp]:
-        self.port = await self._start(*servers)
-        return list(servers)
-
-    def mx(self, domain: str, host: str, ip: str) -> None:
-        self.dns.add_mx(domain, 10, host)
-        self.dns.add(host, "A", ip)
-
-    def verifier(self, **smtp: Any) -> Verifier:
-        greylist = smtp.pop("greylist", {"retry_delays_s": [0.05], "max_wait_s": 5.0})
-        concurrency = smtp.pop("concurrency", 100)
-        settings = EngineSettings(
-            helo_hostname="probe.example.test",
-            mail_from="bounce@probe.example.test",
-            concurrency=concurrency,
-            dns=self.dns.dns_settings(timeout_s=5.0),
-            smtp={
-                "port": self.port,
-                "connect_timeout_s": 2.0,
-                "command_timeout_s": 2.0,
-                "allowed_private_networks": ["127.0.0.0/8"],
-                **smtp,
-            },
-            greylist=greylist,
-            syntax={"allow_test_domains": True},
-        )
-        return Verifier(settings)
+    return 0.05
 
 
 @pytest.fixture
-async def net(
-    dns_server: DnsServer, smtp_servers: Callable[..., Awaitable[int]]
-) -> AsyncIterator[Net]:
-    yield Net(dns_server, smtp_servers)
-
-
-async def verify_all(verifier: Verifier, emails: list[str]) -> list[VerificationResult]:
-    """Return verify_many's results in completion order."""
-    return [result async for result in verifier.verify_many(emails)]
+def net(net: Net) -> Net:
+    """Return the shared net with roomier timeouts: bulk runs keep many sessions busy at once."""
+    net.timeout_s, net.dns_timeout_s = 2.0, 5.0
+    return net
 
 
 def outcomes(results: list[VerificationResult]) -> dict[str, tuple[str, str]]:
@@ -146,10 +104,10 @@ async def test_domains_sharing_an_mx_host_share_its_session_limit(net: Net) -> N
         good, bad = people(f"tenant{n}.test", 4)
         valid += good
         invalid += bad
-        net.mx(f"tenant{n}.test", "aspmx.shared.test", IP1)
+        net.mx(f"tenant{n}.test", ("aspmx.shared.test", IP1))
     (server,) = await net.serve(ScriptedSmtp(IP1, latency_ms=5, mailboxes=valid))
 
-    results = await verify_all(net.verifier(max_sessions_per_host=2), valid + invalid)
+    results = await verify_all(net.verifier(smtp={"max_sessions_per_host": 2}), valid + invalid)
 
     assert outcomes(results) == expected(valid, invalid)
     assert server.max_concurrent == 2  # the limit was used, and never exceeded
@@ -163,11 +121,11 @@ async def test_421_too_many_connections_backs_off_and_verifies_the_addresses_lat
         good, bad = people(f"d{n}.test", 4)
         valid += good
         invalid += bad
-        net.mx(f"d{n}.test", "mx.busy.test", IP1)
+        net.mx(f"d{n}.test", ("mx.busy.test", IP1))
     # The server takes one session at a time; the engine starts with two.
     (server,) = await net.serve(ScriptedSmtp(IP1, latency_ms=5, max_sessions=1, mailboxes=valid))
 
-    results = await verify_all(net.verifier(max_sessions_per_host=2), valid + invalid)
+    results = await verify_all(net.verifier(smtp={"max_sessions_per_host": 2}), valid + invalid)
 
     assert outcomes(results) == expected(valid, invalid)  # none failed: asked again later
     refused = [r for r in server.sessions if "too many connections" in r.replies[0]]
@@ -181,10 +139,10 @@ async def test_452_sends_the_rest_in_a_new_session_and_later_sessions_carry_the_
     net: Net,
 ) -> None:
     valid, invalid = people("acme.test", 15)
-    net.mx("acme.test", "mx.acme.test", IP1)
+    net.mx("acme.test", ("mx.acme.test", IP1))
     (server,) = await net.serve(ScriptedSmtp(IP1, max_rcpt=4, mailboxes=valid))
 
-    results = await verify_all(net.verifier(max_sessions_per_host=1), valid + invalid)
+    results = await verify_all(net.verifier(smtp={"max_sessions_per_host": 1}), valid + invalid)
 
     assert outcomes(results) == expected(valid, invalid)
     first, *later = server.sessions
@@ -196,12 +154,12 @@ async def test_452_sends_the_rest_in_a_new_session_and_later_sessions_carry_the_
 
 async def test_rcptmax_advertised_in_ehlo_limits_caps_later_sessions(net: Net) -> None:
     valid, invalid = people("acme.test", 30)
-    net.mx("acme.test", "mx.acme.test", IP1)
+    net.mx("acme.test", ("mx.acme.test", IP1))
     # RFC 9422: the server announces its recipient limit; it never has to say 452.
     ehlo = "250 mx.acme.test\nPIPELINING\nLIMITS RCPTMAX=3 MAILMAX=10\nENHANCEDSTATUSCODES"
     (server,) = await net.serve(ScriptedSmtp(IP1, replies={"EHLO": ehlo}, mailboxes=valid))
 
-    results = await verify_all(net.verifier(max_sessions_per_host=1), valid + invalid)
+    results = await verify_all(net.verifier(smtp={"max_sessions_per_host": 1}), valid + invalid)
 
     assert outcomes(results) == expected(valid, invalid)
     assert len(server.sessions) >= 2
@@ -212,11 +170,11 @@ async def test_hang_up_after_n_rejections_reconnects_and_keeps_later_sessions_un
     net: Net,
 ) -> None:
     valid, invalid = people("acme.test", 12)
-    net.mx("acme.test", "mx.acme.test", IP1)
+    net.mx("acme.test", ("mx.acme.test", IP1))
     # Postfix smtpd_hard_error_limit: after 3 rejected commands, 421 and hang up.
     (server,) = await net.serve(ScriptedSmtp(IP1, hard_error_limit=3, mailboxes=valid))
 
-    results = await verify_all(net.verifier(max_sessions_per_host=1), valid + invalid)
+    results = await verify_all(net.verifier(smtp={"max_sessions_per_host": 1}), valid + invalid)
 
     assert outcomes(results) == expected(valid, invalid)  # every address answered correctly
     dropped = [r for r in server.sessions if any("too many errors" in x for x in r.replies)]
@@ -230,8 +188,8 @@ async def test_greylisted_addresses_are_retried_after_the_delay_while_other_doma
 ) -> None:
     grey = [f"user{n}@grey.test" for n in range(3)]
     fast_valid, fast_invalid = people("fast.test", 10)
-    net.mx("grey.test", "mx.grey.test", IP1)
-    net.mx("fast.test", "mx.fast.test", IP2)
+    net.mx("grey.test", ("mx.grey.test", IP1))
+    net.mx("fast.test", ("mx.fast.test", IP2))
     grey_server, _ = await net.serve(
         GreylistingSmtp(IP1, times=1, mailboxes=grey),
         ScriptedSmtp(IP2, latency_ms=5, mailboxes=fast_valid),
@@ -253,10 +211,10 @@ async def test_min_session_interval_is_kept_between_sessions_to_one_host(net: Ne
         good, bad = people(f"d{n}.test", 2)
         valid += good
         invalid += bad
-        net.mx(f"d{n}.test", "mx.shared.test", IP1)
+        net.mx(f"d{n}.test", ("mx.shared.test", IP1))
     (server,) = await net.serve(ScriptedSmtp(IP1, mailboxes=valid))
 
-    verifier = net.verifier(max_sessions_per_host=2, min_session_interval_ms=80)
+    verifier = net.verifier(smtp={"max_sessions_per_host": 2, "min_session_interval_ms": 80})
     results = await verify_all(verifier, valid + invalid)
 
     assert outcomes(results) == expected(valid, invalid)
@@ -272,7 +230,7 @@ async def test_engine_concurrency_caps_sessions_overall(net: Net) -> None:
         good, bad = people(f"d{n}.test", 4)
         valid += good
         invalid += bad
-        net.mx(f"d{n}.test", f"mx.d{n}.test", ip)
+        net.mx(f"d{n}.test", (f"mx.d{n}.test", ip))
         servers.append(ScriptedSmtp(ip, latency_ms=10, mailboxes=good))
     await net.serve(*servers)
 
@@ -303,7 +261,7 @@ async def test_a_slow_first_row_holds_csv_output_and_input_reading_stays_bounded
 ) -> None:
     monkeypatch.setattr(bulk, "MAX_BACKLOG", 100)
     monkeypatch.setattr(verifier_module, "_READ_AHEAD", 50)
-    net.mx("slow.test", "mx.slow.test", IP1)
+    net.mx("slow.test", ("mx.slow.test", IP1))
     await net.serve(ScriptedSmtp(IP1, latency_ms=100, mailboxes={"john@slow.test"}))
     read = 0
 
@@ -374,8 +332,7 @@ def world() -> Iterator[World]:
             dns.add_mx(domain, 10, f"mx.{domain}")
             dns.add(f"mx.{domain}", "A", ip)
         yield World(dns, first.port, slow, dup)
-    for server in (slow, dup):
-        assert "DATA" not in server.commands
+    assert_no_message_sent([slow, dup])
 
 
 def write_csv(path: Path, emails: list[str]) -> None:

@@ -12,18 +12,19 @@ import re
 import threading
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from engine import Action, DnsError, EngineSettings, Status, VerificationResult, Verifier
+from engine import Action, DnsError, Status, VerificationResult
 from engine import enrich as enrich_module
 from engine import throttle as throttle_module
 from engine.mx import RouteKind
 from engine.score import BANDS
 from tests.fakes.dns import DnsServer, running_dns_server
+from tests.fakes.net import IP1, IP2, IP3, TIMEOUT_S, Net, assert_no_message_sent, verify_all
 from tests.fakes.smtp import (
     CatchAllSmtp,
     GreylistingSmtp,
@@ -31,12 +32,9 @@ from tests.fakes.smtp import (
     Misbehave,
     ScriptedSmtp,
     Trick,
-    shared_port,
 )
 
-IP1, IP2, IP3 = "127.0.0.2", "127.0.0.3", "127.0.0.4"
-#: Short enough to keep the file fast, long enough for a loaded 2-core machine.
-TIMEOUT_S = 0.4
+pytestmark = pytest.mark.usefixtures("quick_backoff")
 
 
 # Fixtures -------------------------------------------------------------------------------------
@@ -54,79 +52,7 @@ def never_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ScriptedSmtp]]:
 
     monkeypatch.setattr(ScriptedSmtp, "start", start)
     yield started
-    for server in started:
-        assert "DATA" not in server.commands, f"DATA sent to {server.host}"
-        assert "BDAT" not in server.commands, f"BDAT sent to {server.host}"
-
-
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shrink the per-host back-off (seconds in production) so 421s do not slow the file."""
-    monkeypatch.setattr(throttle_module, "BACKOFF_FIRST_S", 0.01)
-
-
-class Net:
-    """A test's little internet: the fake DNS zone, SMTP servers on one port, a verifier."""
-
-    def __init__(self, dns: DnsServer, start: Callable[..., Awaitable[int]]) -> None:
-        self.dns = dns
-        self._start = start
-        self.port = 0
-
-    async def serve(self, *servers: ScriptedSmtp) -> list[ScriptedSmtp]:
-        """Start the servers on one port (the engine dials one port for every MX)."""
-        self.port = await self._start(*servers)
-        return list(servers)
-
-    def idle_port(self, *hosts: str) -> None:
-        """Pick a port nothing listens on, for tests whose MX hosts are all down."""
-        self.port = shared_port(list(hosts))
-
-    def mx(self, domain: str, *hosts: tuple[str, str], first: int = 10) -> None:
-        """Declare MX records for `domain`, preference 10, 20... in the order given."""
-        for rank, (name, ip) in enumerate(hosts):
-            self.dns.add_mx(domain, first + 10 * rank, name)
-            self.dns.add(name, "AAAA" if ":" in ip else "A", ip)
-
-    def settings(self, **knobs: Any) -> EngineSettings:
-        """Return engine settings aimed at this net, with tiny timeouts; knobs override."""
-        if not self.port:  # no server in this test: any dial must find nothing listening
-            self.idle_port(IP1, IP2, IP3)
-        smtp = {
-            "port": self.port,
-            "connect_timeout_s": TIMEOUT_S,
-            "command_timeout_s": TIMEOUT_S,
-            "allowed_private_networks": ["127.0.0.0/8", "::1/128"],
-            **knobs.pop("smtp", {}),
-        }
-        greylist = {"retry_delays_s": [0.05], "max_wait_s": 5.0, **knobs.pop("greylist", {})}
-        dns = self.dns.dns_settings(timeout_s=knobs.pop("dns_timeout_s", 2.0))
-        return EngineSettings(
-            helo_hostname="probe.example.test",
-            mail_from="bounce@probe.example.test",
-            dns=dns,
-            smtp=smtp,
-            greylist=greylist,
-            syntax={"allow_test_domains": True},
-            **knobs,
-        )
-
-    def verifier(self, *, role_is_risky: bool = False, **knobs: Any) -> Verifier:
-        """Return a verifier for this net."""
-        return Verifier(self.settings(**knobs), role_is_risky=role_is_risky)
-
-
-@pytest.fixture
-async def net(
-    dns_server: DnsServer, smtp_servers: Callable[..., Awaitable[int]]
-) -> AsyncIterator[Net]:
-    """Yield a fresh Net: its own DNS server and SMTP servers, stopped after the test."""
-    yield Net(dns_server, smtp_servers)
-
-
-async def verify_all(verifier: Verifier, emails: list[str]) -> list[VerificationResult]:
-    """Return verify_many's results in completion order."""
-    return [result async for result in verifier.verify_many(emails)]
+    assert_no_message_sent(started)
 
 
 def by_email(results: list[VerificationResult]) -> dict[str, VerificationResult]:

@@ -232,6 +232,9 @@ class VerificationResult:
     suggestion: str | None
     verified_at: datetime
     response_time_ms: int
+    #: seconds a greylisting server asked us to wait before asking again, when it said so;
+    #: not in the JSON contract: the store turns it into the time of the next attempt
+    retry_after_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the result JSON of design.md (field order as documented)."""

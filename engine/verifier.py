@@ -211,6 +211,7 @@ def _contract(
         suggestion=suggestion,
         verified_at=datetime.now(UTC),
         response_time_ms=int((time.perf_counter() - started) * 1000),
+        retry_after_s=verdict.retry_after_s,
     )
 
 

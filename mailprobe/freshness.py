@@ -4,8 +4,8 @@ Pure decisions on values: the store calls `Freshness.decide()` inside the transa
 a result. No I/O and no SQL here.
 
 - `valid`, `catch_all`, `risky`: reused for `policy.fresh_days` (30 days), `invalid` 90 days.
-- `unknown/greylisted`: retried after the server's delay (the engine already retried within its
-  own `greylist.max_wait_s`; `greylist_retry_s` is the wait after that).
+- `unknown/greylisted`: retried after the server's delay when it named one (the engine already
+  retried within its own `greylist.max_wait_s`), else after `greylist_retry_s`.
 - Other retriable `unknown`s back off from `unknown_retry_min_s` (15 min), doubling per unknown
   in a row, to `unknown_retry_max_s` (24 h). Unknowns no retry can change soon
   (`unverifiable_provider`) wait the longest back-off at once.
@@ -73,10 +73,13 @@ class Freshness:
         low, high = self.policy.unknown_retry_min_s, self.policy.unknown_retry_max_s
         return timedelta(seconds=min(high, low * 2 ** max(0, attempts - 1)))
 
-    def retry_wait(self, reason: Reason, attempts: int) -> timedelta:
+    def retry_wait(
+        self, reason: Reason, attempts: int, *, server_delay_s: float | None = None
+    ) -> timedelta:
         """Return when an unknown of `reason` is worth trying again."""
         if reason is Reason.GREYLISTED:
-            return timedelta(seconds=self.greylist_retry_s)
+            # The server's own delay when it named one: asking sooner only restarts its clock.
+            return timedelta(seconds=server_delay_s or self.greylist_retry_s)
         if reason not in RETRIABLE:
             # The provider will answer the same way tomorrow: do not ask every 15 minutes.
             return timedelta(seconds=self.policy.unknown_retry_max_s)
@@ -98,4 +101,5 @@ class Freshness:
         if attempts >= self.policy.unknown_max_attempts:
             settled = kept if keep else replace(result, action=Action.CAUTION)
             return Decision(settled, now + self.lifetime(settled.status), attempts, keep)
-        return Decision(kept, now + self.retry_wait(result.reason, attempts), attempts, keep)
+        wait = self.retry_wait(result.reason, attempts, server_delay_s=result.retry_after_s)
+        return Decision(kept, now + wait, attempts, keep)

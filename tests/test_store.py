@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -486,6 +487,12 @@ def test_definite_answers_live_their_freshness_days(
 def test_greylisted_is_retried_after_the_greylist_delay() -> None:
     _, life, attempts, _ = _decide(make_result("a@x.test", Status.UNKNOWN, Reason.GREYLISTED))
     assert life == timedelta(seconds=240) and attempts == 1
+
+
+def test_greylisted_is_retried_after_the_servers_own_delay_when_it_named_one() -> None:
+    result = make_result("a@x.test", Status.UNKNOWN, Reason.GREYLISTED)
+    _, life, _, _ = _decide(dataclasses.replace(result, retry_after_s=600))
+    assert life == timedelta(seconds=600)
 
 
 def test_unverifiable_provider_waits_the_longest_back_off() -> None:

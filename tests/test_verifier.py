@@ -525,6 +525,18 @@ async def test_greylisting_beyond_max_wait_is_unknown_greylisted(net: Net) -> No
     assert time.monotonic() - started < 2
 
 
+async def test_greylisted_result_carries_the_delay_the_server_named(net: Net) -> None:
+    greylisting = "451 4.7.1 Greylisted, please try again in 300 seconds"
+    await net.serve(ScriptedSmtp(IP1, rcpt=lambda recipient: greylisting))
+    net.mx("grey.test", ("mx.grey.test", IP1))
+
+    result = await net.verifier(greylist={"max_wait_s": 0}).verify("john@grey.test")
+
+    assert outcome(result) == ("unknown", "greylisted")
+    assert result.retry_after_s == 300  # the store schedules the next attempt from it
+    assert "retry_after_s" not in result.to_json()  # the JSON contract is unchanged
+
+
 # 7. Providers ---------------------------------------------------------------------------------
 
 

@@ -139,30 +139,9 @@ class Verifier:
 
     def _result(self, job: Job, answer: Answer, *, route: MailRoute | None) -> VerificationResult:
         """Return the contract result for one job from its answer and the domain's facts."""
-        address = job.address
-        mx_names = [host.name for host in route.hosts] if route else []
-        provider = enrich.provider_name(mx_names, answer.software)
-        checks = Checks(
-            syntax=True,
-            domain=None if route is None else route.kind is not RouteKind.DOMAIN_NOT_FOUND,
-            mx_record=None if route is None else route.kind is RouteKind.MX,
-            smtp=_smtp_check(answer, provider),
-            disposable=enrich.is_disposable(address.domain),
-            catch_all=answer.catch_all is True,
-            role=enrich.is_role(address.local_part),
-            free=enrich.is_free(address.domain),
-        )
-        verdict = answer.verdict
-        if verdict.status is Status.VALID and checks.role and self.role_is_risky:
-            verdict = Verdict.of(Reason.ROLE_ACCOUNT)
-        return _contract(
-            job.email,
-            address.normalized,
-            verdict,
-            checks,
-            started=job.started,
-            suggestion=self._suggestion(address),
-            provider_known=provider is not None,
+        suggestion = self._suggestion(job.address)
+        return result_of(
+            job, answer, route=route, suggestion=suggestion, role_is_risky=self.role_is_risky
         )
 
     def _suggestion(self, address: Address) -> str | None:
@@ -176,6 +155,46 @@ class Verifier:
             corrected = suggestion.rpartition("@")[2] if suggestion else None
             self._corrections[address.domain] = corrected
         return f"{address.local_part}@{corrected}" if corrected else None
+
+
+def result_of(
+    job: Job,
+    answer: Answer,
+    *,
+    route: MailRoute | None,
+    suggestion: str | None,
+    role_is_risky: bool = False,
+) -> VerificationResult:
+    """Return the contract result for a parsed address from its answer and the domain's facts.
+
+    The one builder of results for addresses with valid syntax: the verifier's answers and the
+    API's partial ones (an answer with no session) both come from here.
+    """
+    address = job.address
+    mx_names = [host.name for host in route.hosts] if route else []
+    provider = enrich.provider_name(mx_names, answer.software)
+    checks = Checks(
+        syntax=True,
+        domain=None if route is None else route.kind is not RouteKind.DOMAIN_NOT_FOUND,
+        mx_record=None if route is None else route.kind is RouteKind.MX,
+        smtp=_smtp_check(answer, provider),
+        disposable=enrich.is_disposable(address.domain),
+        catch_all=answer.catch_all is True,
+        role=enrich.is_role(address.local_part),
+        free=enrich.is_free(address.domain),
+    )
+    verdict = answer.verdict
+    if verdict.status is Status.VALID and checks.role and role_is_risky:
+        verdict = Verdict.of(Reason.ROLE_ACCOUNT)
+    return _contract(
+        job.email,
+        address.normalized,
+        verdict,
+        checks,
+        started=job.started,
+        suggestion=suggestion,
+        provider_known=provider is not None,
+    )
 
 
 def _final(reason: Reason, route: MailRoute | None) -> Final:

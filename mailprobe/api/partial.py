@@ -1,17 +1,20 @@
 """Partial answers: `unknown/timeout` with what is known before the SMTP answer.
 
-Owns the partial result (syntax, mail route, flags) and the one place that reaches the engine's
-mail router. It decides no status of its own: engine's Verdict, enrich and score do.
+Owns the partial result (syntax, mail route, flags). It decides and builds nothing of its own:
+the engine's result builder does, from an answer that no session gave.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import datetime
 
-from engine import enrich, score
-from engine.mx import MailRoute, RouteKind
-from engine.result import Checks, Reason, Verdict, VerificationResult
+from engine.answer import Answer, Job
+from engine.mx import MailRoute
+from engine.result import Reason, Verdict, VerificationResult
 from engine.syntax import Address, suggest_correction
+from engine.verifier import result_of
 
 
 def partial_result(
@@ -26,31 +29,7 @@ def partial_result(
 
     `route` is None when the mail route was not known by the deadline either.
     """
-    verdict = Verdict.of(Reason.TIMEOUT)
-    role = enrich.is_role(address.local_part)
-    free = enrich.is_free(address.domain)
-    provider = enrich.provider_name([host.name for host in route.hosts]) if route else None
-    checks = Checks(
-        syntax=True,
-        domain=None if route is None else route.kind is not RouteKind.DOMAIN_NOT_FOUND,
-        mx_record=None if route is None else route.kind is RouteKind.MX,
-        smtp=None,
-        disposable=enrich.is_disposable(address.domain),
-        catch_all=False,
-        role=role,
-        free=free,
-    )
-    return VerificationResult(
-        email=email,
-        normalized=address.normalized,
-        status=verdict.status,
-        reason=verdict.reason,
-        action=score.action(verdict.status, verdict.reason),
-        score=score.score(
-            verdict.status, verdict.reason, role=role, free=free, provider_known=bool(provider)
-        ),
-        checks=checks,
-        suggestion=suggest_correction(address),
-        verified_at=now,
-        response_time_ms=elapsed_ms,
-    )
+    job = Job(email, address, started=time.perf_counter())
+    timed_out = Answer(Verdict.of(Reason.TIMEOUT))  # no session answered: checks.smtp is null
+    result = result_of(job, timed_out, route=route, suggestion=suggest_correction(address))
+    return replace(result, verified_at=now, response_time_ms=elapsed_ms)

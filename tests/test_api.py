@@ -37,6 +37,7 @@ from mailprobe.errors import ConfigError
 from mailprobe.settings import ApiSettings, AppSettings, StoreSettings
 from mailprobe.store import Store
 from tests.fakes.dns import DnsServer, DroppingDns, running_dns_server
+from tests.fakes.net import assert_no_message_sent
 from tests.fakes.smtp import Misbehave, ScriptedSmtp, Trick
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,8 +189,7 @@ def never_data(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr(ScriptedSmtp, "start", start)
     yield
-    for server in started:
-        assert "DATA" not in server.commands
+    assert_no_message_sent(started)
 
 
 # Verifying ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import pytest
 
 from connectors.fields import FIELD_NAMES
 from tests.fakes.dns import DnsServer, running_dns_server
+from tests.fakes.net import assert_no_message_sent
 from tests.fakes.smtp import (
     CatchAllSmtp,
     GreylistingSmtp,
@@ -203,8 +204,7 @@ def world() -> Iterator[World]:
     with running_dns_server() as dns, running_smtp_server(*servers) as first:
         _zone(dns)
         yield World(dns, first.port, tuple(servers))
-    for server in servers:
-        assert "DATA" not in server.commands, f"DATA sent to {server.host}"
+    assert_no_message_sent(servers)
 
 
 def _command() -> list[str]:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import pytest
 
 from engine import EngineSettings, Verifier
-from engine import throttle as throttle_module
 from tests.fakes.dns import DnsServer, running_dns_server
+from tests.fakes.net import assert_no_message_sent
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
 from tests.shared import CORPUS, corpus_file
 
@@ -117,14 +117,10 @@ def corpus() -> Iterator[Corpus]:
             dns.add_mx(row.domain, 10, f"mx.{row.domain}")
             dns.add(f"mx.{row.domain}", "A", hosts[row.line])
         yield Corpus(dns, first.port, tuple(servers))
-    for server in servers:
-        assert "DATA" not in server.commands, f"DATA sent to {server.host}"
+    assert_no_message_sent(servers)
 
 
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shrink the per-host back-off after a 421 or "too many", seconds in production."""
-    monkeypatch.setattr(throttle_module, "BACKOFF_FIRST_S", 0.01)
+pytestmark = pytest.mark.usefixtures("quick_backoff")
 
 
 def _verifier(corpus: Corpus) -> Verifier:

@@ -38,8 +38,9 @@ def interval_seconds(schedule: str) -> float | None:
 
 
 def _check_schedule(value: str) -> str:
-    if interval_seconds(value) is not None:
-        if interval_seconds(value) <= 0:
+    seconds = interval_seconds(value)
+    if seconds is not None:
+        if seconds <= 0:
             raise ValueError("an interval must be longer than 0")
         return value.strip()
     from apscheduler.triggers.cron import CronTrigger

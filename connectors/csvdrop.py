@@ -41,7 +41,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import KW_ONLY, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -49,7 +49,7 @@ from engine.result import format_time
 
 from .base import FieldValue
 from .errors import SkippableRecordError
-from .fields import FIELD_NAMES
+from .fields import FIELD_NAMES, field_text
 
 #: Bytes read per step when checking a file's encoding; the file is never held whole.
 _CHUNK = 1 << 20
@@ -346,22 +346,9 @@ class _OutputLayout:
         return cells
 
 
-@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 must not share an entry
-def format_value(value: FieldValue) -> str:
-    """Return a field value as CSV text: "" for None, true/false, ISO dates, UTC times with Z.
-
-    Cached: a million rows repeat the same few flags, scores, dates and verification seconds.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        # Times are UTC; a naive one is taken as UTC rather than the machine's local time.
-        return format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
+#: A field value as CSV text (connectors.fields.field_text), cached: a million rows repeat the
+#: same few flags, scores, dates and verification seconds. typed: True and 1 must not share.
+format_value = functools.lru_cache(maxsize=4096, typed=True)(field_text)
 
 
 def neutralise(cell: str) -> str:

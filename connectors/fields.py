@@ -8,10 +8,10 @@ wire format. No HTTP here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from engine.result import Action, Reason, Status, VerificationResult
+from engine.result import Action, Reason, Status, VerificationResult, format_time
 
 from .base import FieldValue
 
@@ -152,6 +152,20 @@ FIELDS: tuple[FieldSpec, ...] = (
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIELDS)
+
+
+def field_text(value: FieldValue) -> str:
+    """Return a field value as text: "" for None, true/false, ISO dates, UTC times with Z."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        # Times are UTC; a naive one is taken as UTC rather than the machine's local time.
+        return format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
 
 
 def smtp_reply_text(result: VerificationResult) -> str | None:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from connectors.base import FieldUpdate, FieldValue, Page, PushReport
 from connectors.csvdrop import CsvFileError, CsvTable, DropFolder
 from connectors.errors import ConnectorError, FatalConnectorError
-from connectors.fields import FIELDS, FieldKind, field_values
+from connectors.fields import FIELDS, FieldKind, field_text, field_values
 from engine.errors import MailprobeError
 from engine.result import VerificationResult, format_time, parse_time
 
@@ -143,19 +143,6 @@ class _Stopped(Exception):
 
 class _MissingResult(Exception):
     """A row's address has no stored result when the output is written."""
-
-
-def field_text(value: FieldValue) -> str:
-    """Return a field value as stored in `written` (our own canonical text)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        return format_time(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
 
 
 def same_at_source(name: str, value: FieldValue, shown: str | None) -> bool:

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -38,6 +37,14 @@ from .errors import (
     RetriableConnectorError,
 )
 from .fields import FIELDS, GROUP_LABEL, GROUP_NAME, FieldKind, FieldSpec
+from .http_policy import (
+    RetryPolicy,
+    RollingWindow,
+    error_class,
+    pace,
+    retry_after_seconds,
+    retrying,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "REQUIRED_SCOPES", "HubSpotConnector", "wire_value"]
 
@@ -66,10 +73,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # HubSpot counts requests per rolling window on its side; a little slack absorbs network jitter.
 _WINDOW_SLACK_S = 0.25
-# Never wait longer than this inside one call; a longer wait (a DAILY limit) ends the pass.
+# Never wait longer than 60 s inside one call; a longer wait (a DAILY limit) ends the pass.
 _MAX_WAIT_S = 60.0
-_BACKOFF_S = 1.0
-_BACKOFF_CAP_S = 30.0
+# 423 Locked: HubSpot documents it as "try again shortly" (a contact being merged or imported).
+_ALSO_RETRIABLE = frozenset({423})
 
 # HubSpot type/fieldType per kind, and the types a user's property may have for us to use it.
 _CREATE_AS: dict[FieldKind, tuple[str, str]] = {
@@ -305,31 +312,6 @@ class _Keyset:
 # -- rate limits and errors ----------------------------------------------------------------------
 
 
-class _Window:
-    """At most `limit` calls in any `period` seconds: a rolling window, as HubSpot counts.
-
-    Written here because no installed library paces asyncio calls with an injectable clock; a
-    token bucket would allow up to twice the limit inside one rolling window.
-    """
-
-    def __init__(self, limit: int, period: float) -> None:
-        self._limit = max(1, limit)
-        self._period = period
-        self._times: deque[float] = deque()
-
-    def delay(self, now: float) -> float:
-        """Return how long until one more call fits in the window (0: it fits now)."""
-        while self._times and self._times[0] <= now - self._period:
-            self._times.popleft()
-        if len(self._times) < self._limit:
-            return 0.0
-        return self._times[0] + self._period - now
-
-    def record(self, now: float) -> None:
-        """Count a call made at `now`."""
-        self._times.append(now)
-
-
 _CLIENT_ERRORS = (ContactsApiException, PropertiesApiException, urllib3.exceptions.HTTPError)
 
 
@@ -370,16 +352,18 @@ def _seconds_to_utc_midnight(now: datetime) -> float:
 def _rate_limited(
     connector: str, detail: str, body: Mapping[str, Any], *, retry_after: str | None, now: datetime
 ) -> RetriableConnectorError:
-    """Return the wait a 429 asks for: its policyName says which limit was reached."""
+    """Return the wait a 429 asks for: its Retry-After, else what its policyName implies."""
     policy = str(body.get("policyName") or "")
+    asked = retry_after_seconds(retry_after, now=_utc(now))
     if policy == "DAILY":
-        wait = float(retry_after) if retry_after else _seconds_to_utc_midnight(now)
+        wait = asked if asked is not None else _seconds_to_utc_midnight(now)
         message = f"HubSpot's daily API limit is used up; pausing until it resets ({detail})"
         return RetriableConnectorError(connector, message, retry_after=wait)
     default = 1.0 if policy == "SECONDLY" else 10.0  # TEN_SECONDLY_ROLLING and unknown: 10 s
-    wait = float(retry_after) if retry_after else default
     message = f"HubSpot rate limit {policy or 'unknown'} reached ({detail})"
-    return RetriableConnectorError(connector, message, retry_after=wait)
+    return RetriableConnectorError(
+        connector, message, retry_after=asked if asked is not None else default
+    )
 
 
 def _connector_error(
@@ -398,16 +382,17 @@ def _connector_error(
     if body.get("correlationId"):
         detail += f" (correlationId {body['correlationId']})"
     scopes = ", ".join(REQUIRED_SCOPES)
-    if status == 401:
+    kind = error_class(status, also_retriable=_ALSO_RETRIABLE)
+    if kind is ConnectorAuthError and status == 401:
         message = f"HubSpot rejected the access token ({detail}); use a private app token"
         return ConnectorAuthError(connector, f"{message} with scopes {scopes}")
-    if status == 403:
+    if kind is ConnectorAuthError:
         message = f"HubSpot refused the call, the private app lacks a scope ({detail})"
         return ConnectorAuthError(connector, f"{message}; it needs the scopes {scopes}")
     if status == 429:
         header = _header(exc, "Retry-After")
         return _rate_limited(connector, detail, body, retry_after=header, now=now)
-    if status == 423 or status >= 500:
+    if kind is RetriableConnectorError:
         return RetriableConnectorError(connector, f"HubSpot is unavailable ({detail})")
     codes = frozenset(str((e or {}).get("code")) for e in body.get("errors") or [])
     return _Rejected(
@@ -468,13 +453,13 @@ class HubSpotConnector:
         self._page_size = max(1, min(page_size, _MAX_PAGE))
         # Search lags writes by seconds: each pass re-reads this much before its cursor.
         self._overlap_ms = int(overlap_s * 1000)
-        self._max_attempts = max(1, max_attempts)
+        self._policy = RetryPolicy(max_attempts=max(1, max_attempts), max_wait_s=_MAX_WAIT_S)
         self._timeout = (min(10.0, timeout_s), timeout_s)
         self._sleep = sleep
         self._now = now
         self._clock = clock
-        self._requests = _Window(requests_per_10s, 10.0 + _WINDOW_SLACK_S)
-        self._searches = _Window(searches_per_s, 1.0 + _WINDOW_SLACK_S / 10)
+        self._requests = RollingWindow(requests_per_10s, 10.0 + _WINDOW_SLACK_S)
+        self._searches = RollingWindow(searches_per_s, 1.0 + _WINDOW_SLACK_S / 10)
         # Connection retries only (the request never left): status and read retries are ours,
         # so the client's retry middleware never fights the pacing and backoff here.
         retry = Retry(total=None, connect=2, read=0, redirect=0, status=0, other=0)
@@ -490,29 +475,15 @@ class HubSpotConnector:
     async def _call(self, op: _Op, method: Callable[..., Any], *args: Any) -> dict[str, Any]:
         """Return the JSON body of one API call, paced, retried on 429/423/5xx, errors mapped."""
         windows = (self._requests, self._searches) if op is _Op.SEARCH else (self._requests,)
-        for attempt in range(1, self._max_attempts + 1):
-            await self._pace(windows)
+
+        async def attempt() -> dict[str, Any]:
+            await pace(windows, clock=self._clock, sleep=self._sleep)
             try:
                 return await asyncio.to_thread(self._blocking, method, *args)
             except _CLIENT_ERRORS as exc:
-                error, cause = _connector_error(self.name, op, exc, now=self._now()), exc
-            wait = self._wait_before_retry(error, attempt)
-            if wait is None:
-                raise error from cause
-            log.warning("%s: %s; retrying in %.1f s", self.name, error.message, wait)
-            await self._sleep(wait)
-        raise AssertionError("unreachable: the last attempt raises")
+                raise _connector_error(self.name, op, exc, now=self._now()) from exc
 
-    async def _pace(self, windows: Sequence[_Window]) -> None:
-        """Return when one more call fits in every window, counting it in each at one instant."""
-        while True:
-            now = self._clock()
-            wait = max(window.delay(now) for window in windows)
-            if wait <= 0:
-                for window in windows:
-                    window.record(now)
-                return
-            await self._sleep(wait)
+        return await retrying(attempt, self._policy, sleep=self._sleep)
 
     def _blocking(self, method: Callable[..., Any], *args: Any) -> dict[str, Any]:
         response = method(*args, _preload_content=False, _request_timeout=self._timeout)
@@ -521,14 +492,6 @@ class HubSpotConnector:
         finally:
             response.release_conn()
         return json.loads(raw) if raw else {}
-
-    def _wait_before_retry(self, error: ConnectorError, attempt: int) -> float | None:
-        """Return how long to wait before trying again, or None to give up now."""
-        if not isinstance(error, RetriableConnectorError) or attempt >= self._max_attempts:
-            return None
-        if error.retry_after is None:
-            return min(_BACKOFF_S * 2 ** (attempt - 1), _BACKOFF_CAP_S)
-        return error.retry_after if error.retry_after <= _MAX_WAIT_S else None
 
     async def aclose(self) -> None:
         """Close the client's connection pools."""

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -754,6 +755,22 @@ async def test_429_with_retry_after_waits_what_it_says(
     await pull_all(connector, None, hubspot_api.clock.now())
 
     assert sleeps.waits == [3.0]
+
+
+async def test_429_with_retry_after_as_an_http_date_waits_until_that_moment(
+    hubspot_api: FakeHubSpot, sleeps: Sleeps
+) -> None:
+    hubspot = make_connector(hubspot_api, sleeps, now=hubspot_api.clock.now)
+    hubspot_api.add_contact("a@acme.test")
+    moment = (hubspot_api.clock.now() + timedelta(seconds=8)).replace(microsecond=0)
+    date_header = format_datetime(moment, usegmt=True)  # "Fri, 04 Dec 2026 17:05:08 GMT"
+    hubspot_api.fail_next("search", 429, policy="TEN_SECONDLY_ROLLING", retry_after=date_header)
+
+    pages = await pull_all(hubspot, None, hubspot_api.clock.now())
+
+    assert hubspot_api.statuses("search") == [429, 200] and len(ids_of(pages)) == 1
+    assert len(sleeps.waits) == 1 and 6.0 < sleeps.waits[0] <= 8.0
+    await hubspot.aclose()
 
 
 async def test_429_secondly_on_search_waits_one_second(

@@ -209,7 +209,7 @@ class RecordedRequest:
 class _Failure:
     status: int
     policy: str | None
-    retry_after: float | None
+    retry_after: float | str | None  # seconds, or a header text as sent (an HTTP-date)
     apply: bool  # run the request, then answer with the failure (a 504 that wrote anyway)
     category: str | None
     remaining: int
@@ -452,7 +452,7 @@ class FakeHubSpot:
         *,
         count: int = 1,
         policy: str | None = None,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         apply: bool = False,
         category: str | None = None,
         after: int = 0,
@@ -1081,7 +1081,9 @@ def _error(
     return JSONResponse(body, status_code=status)
 
 
-def _rate_limited(policy: str, message: str, retry_after: float | None = None) -> JSONResponse:
+def _rate_limited(
+    policy: str, message: str, retry_after: float | str | None = None
+) -> JSONResponse:
     body = {
         "status": "error",
         "message": message,
@@ -1090,7 +1092,10 @@ def _rate_limited(policy: str, message: str, retry_after: float | None = None) -
         "policyName": policy,
         "groupName": f"publicapi:private-app-api-calls-{policy.lower()}:1234567",
     }
-    headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
+    if isinstance(retry_after, str):  # a header text, e.g. an HTTP-date, sent as given
+        headers = {"Retry-After": retry_after}
+    else:
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
     return JSONResponse(body, status_code=429, headers=headers)
 
 

@@ -14,7 +14,7 @@ knows nothing of SMTP: the store saves its cursors, the pipeline decides what to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol, runtime_checkable
@@ -65,6 +65,29 @@ class PushReport:
     written: tuple[str, ...] = ()  # external ids whose fields are now stored at the sink
     gone: tuple[str, ...] = ()  # ids the sink no longer has (deleted, merged): retire them
     failed: tuple[tuple[str, str], ...] = ()  # (external id, why): retried on a later pass
+
+
+@dataclass(slots=True)
+class PushOutcome:
+    """A PushReport being built while a sink's push() works through its batches."""
+
+    written: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: PushOutcome) -> None:
+        """Take in what another batch's outcome holds."""
+        self.written += other.written
+        self.gone += other.gone
+        self.failed += other.failed
+
+    def fail(self, external_ids: Iterable[str], why: str) -> None:
+        """Record these records as failed, for one reason."""
+        self.failed.extend((external_id, why) for external_id in external_ids)
+
+    def report(self) -> PushReport:
+        """Return the finished report."""
+        return PushReport(tuple(self.written), tuple(self.gone), tuple(self.failed))
 
 
 @runtime_checkable

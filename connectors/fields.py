@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from engine.result import Action, Reason, Status, VerificationResult, format_time
+from engine.result import Action, Reason, Status, VerificationResult, format_time, parse_time
 
 from .base import FieldValue
 
@@ -154,18 +154,63 @@ FIELDS: tuple[FieldSpec, ...] = (
 FIELD_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIELDS)
 
 
+def number_text(value: float) -> str:
+    """Return a number as CRMs show it back: `98`, not `98.0`."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def field_text(value: FieldValue) -> str:
-    """Return a field value as text: "" for None, true/false, ISO dates, UTC times with Z."""
+    """Return a field value in the one canonical text form; pulled values come in it too.
+
+    "" for None, true/false, numbers as `number_text`, ISO days, UTC times to the second with Z.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        return number_text(value)
     if isinstance(value, datetime):
         # Times are UTC; a naive one is taken as UTC rather than the machine's local time.
         return format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def shows_value(shown: str | None, value: FieldValue) -> bool:
+    """Return True when a record whose field reads `shown` already holds `value`.
+
+    The one answer to "does the CRM already show this?". Connectors hand pulled values over in
+    field_text's form; beyond equal text, a time matches a day (a sink whose field keeps only
+    the day, as SendGrid's Date) and the same second, and numbers and flags match by value, so a
+    value recorded in an older form is not written again for its spelling alone.
+    """
+    text = (shown or "").strip()
+    if text == field_text(value):
+        return True
+    if not text or value is None or isinstance(value, str):
+        return False
+    try:
+        return _same(text, value)
+    except ValueError:
+        return False
+
+
+def _same(text: str, value: FieldValue) -> bool:
+    """Compare a non-empty shown text with a value by the value's type; ValueError: unreadable."""
+    if isinstance(value, bool):
+        return (text.lower() in ("true", "1", "yes")) == value
+    if isinstance(value, int | float):
+        return float(text) == float(value)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        if len(text) == 10:  # only the day is kept
+            return date.fromisoformat(text) == moment.astimezone(UTC).date()
+        return format_time(parse_time(text)) == format_time(moment)
+    if isinstance(value, date):
+        return text[:10] == value.isoformat()
+    return False
 
 
 def smtp_reply_text(result: VerificationResult) -> str | None:

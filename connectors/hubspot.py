@@ -29,14 +29,14 @@ from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 from urllib3.util.retry import Retry
 
-from .base import Contact, FieldUpdate, FieldValue, Page, PushReport
+from .base import Contact, FieldUpdate, FieldValue, Page, PushOutcome, PushReport
 from .errors import (
     ConnectorAuthError,
     ConnectorError,
     FatalConnectorError,
     RetriableConnectorError,
 )
-from .fields import FIELDS, GROUP_LABEL, GROUP_NAME, FieldKind, FieldSpec
+from .fields import FIELDS, GROUP_LABEL, GROUP_NAME, FieldKind, FieldSpec, field_text, number_text
 from .http_policy import (
     RetryPolicy,
     RollingWindow,
@@ -152,31 +152,27 @@ def wire_value(value: FieldValue, kind: FieldKind | None = None) -> str:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, int | float):
-        return _number_text(value)
+        return number_text(value)
     return str(value)
 
 
-def _read_value(kind: FieldKind | None, raw: object) -> str | None:
-    """Return a value HubSpot sent in wire_value's form, or None when the field is empty."""
+def _read_value(kind: FieldKind | None, raw: object) -> str:
+    """Return a value HubSpot sent in the canonical text form (fields.field_text), "" if empty."""
     if raw is None or raw == "":
-        return None
+        return ""
     text = str(raw)
     try:
         if kind is FieldKind.DATETIME:
-            return _iso_ms(_parse_ms(text))
+            return field_text(_EPOCH + timedelta(milliseconds=_parse_ms(text)))
         if kind is FieldKind.DATE:
             return text[:10] if not text.isdigit() else _iso_ms(int(text))[:10]
         if kind is FieldKind.NUMBER:
-            return _number_text(float(text))
+            return number_text(float(text))
     except ValueError:
         return text  # a user typed something odd: keep it, the pipeline will overwrite it
     if kind is FieldKind.BOOL:
         return text.lower()
     return text
-
-
-def _number_text(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else repr(float(number))
 
 
 def _utc(moment: datetime) -> datetime:
@@ -221,12 +217,12 @@ class _Found:
 
 
 def _contact(found: _Found) -> Contact:
-    """Return the Contact a search result describes; mailprobe fields in wire_value's form."""
+    """Return the Contact a search result describes; mailprobe fields in canonical text."""
     properties = found.result.get("properties") or {}
     fields = {
         name: text
         for name, kind in _KINDS.items()
-        if (text := _read_value(kind, properties.get(name))) is not None
+        if (text := _read_value(kind, properties.get(name)))
     }
     email = (properties.get("email") or "").strip() or None
     updated_at = _EPOCH + timedelta(milliseconds=found.modified_ms)
@@ -406,20 +402,6 @@ def _connector_error(
 
 
 # -- the connector -------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What became of the updates of one batch (PushReport's fields, being built)."""
-
-    written: list[str] = field(default_factory=list)
-    gone: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, other: _Outcome) -> None:
-        self.written += other.written
-        self.gone += other.gone
-        self.failed += other.failed
 
 
 def _utcnow() -> datetime:
@@ -602,7 +584,7 @@ class HubSpotConnector:
         retry on a later pass) instead of raising, so nothing written goes unrecorded.
         """
         merged = _merge_by_id(updates)
-        outcome = _Outcome(written=[u.external_id for u in merged if not u.fields])
+        outcome = PushOutcome(written=[u.external_id for u in merged if not u.fields])
         pending = [u for u in merged if u.fields]
         for start in range(0, len(pending), _MAX_BATCH):
             chunk = pending[start : start + _MAX_BATCH]
@@ -614,9 +596,9 @@ class HubSpotConnector:
                 rest = pending[start:]
                 outcome.failed += [(u.external_id, error.message) for u in rest]
                 break
-        return PushReport(tuple(outcome.written), tuple(outcome.gone), tuple(outcome.failed))
+        return outcome.report()
 
-    async def _push_batch(self, chunk: Sequence[FieldUpdate]) -> _Outcome:
+    async def _push_batch(self, chunk: Sequence[FieldUpdate]) -> PushOutcome:
         body = {"inputs": [_input(update) for update in chunk]}
         try:
             data = await self._call(_Op.BATCH_UPDATE, self._batch_api.update, body)
@@ -626,7 +608,7 @@ class HubSpotConnector:
             return await self._isolate(chunk, error)
         return _batch_outcome(chunk, data)
 
-    async def _isolate(self, chunk: Sequence[FieldUpdate], error: _Rejected) -> _Outcome:
+    async def _isolate(self, chunk: Sequence[FieldUpdate], error: _Rejected) -> PushOutcome:
         """Return the outcome of a batch HubSpot refused for bad values, without the bad ones.
 
         HubSpot refuses the whole batch for one bad value. When the error names the contacts,
@@ -635,13 +617,13 @@ class HubSpotConnector:
         """
         named = [u for u in chunk if u.external_id in error.ids]
         if named:
-            outcome = _Outcome(failed=[(u.external_id, error.message) for u in named])
+            outcome = PushOutcome(failed=[(u.external_id, error.message) for u in named])
             rest = [u for u in chunk if u.external_id not in error.ids]
             if rest:
                 outcome.add(await self._push_batch(rest))
             return outcome
         if len(chunk) == 1:
-            return _Outcome(failed=[(chunk[0].external_id, error.message)])
+            return PushOutcome(failed=[(chunk[0].external_id, error.message)])
         middle = len(chunk) // 2
         outcome = await self._push_batch(chunk[:middle])
         outcome.add(await self._push_batch(chunk[middle:]))
@@ -693,10 +675,10 @@ def _is_bad_value(error: _Rejected) -> bool:
     return error.category == "VALIDATION_ERROR" and "PROPERTY_DOESNT_EXIST" not in error.codes
 
 
-def _batch_outcome(chunk: Sequence[FieldUpdate], data: Mapping[str, Any]) -> _Outcome:
+def _batch_outcome(chunk: Sequence[FieldUpdate], data: Mapping[str, Any]) -> PushOutcome:
     """Return which contacts a 200 or 207 batch reply wrote, found gone, or failed."""
     asked = {u.external_id for u in chunk}
-    outcome = _Outcome(written=[str(r["id"]) for r in data.get("results") or []])
+    outcome = PushOutcome(written=[str(r["id"]) for r in data.get("results") or []])
     for error in data.get("errors") or []:
         ids = [i for i in _named_ids({"errors": [error]}) if i in asked]
         if error.get("category") == "OBJECT_NOT_FOUND":

@@ -31,7 +31,7 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from connectors.base import FieldUpdate, FieldValue, Page, PushReport
 from connectors.csvdrop import CsvFileError, CsvTable, DropFolder
 from connectors.errors import ConnectorError, FatalConnectorError
-from connectors.fields import FIELDS, FieldKind, field_text, field_values
+from connectors.fields import field_text, field_values, shows_value
 from engine.errors import MailprobeError
 from engine.result import VerificationResult, format_time, parse_time
 
@@ -57,9 +57,6 @@ FILE_BATCH = 5000
 PUSH_BATCH = 100
 #: Wait before writing again to a record the sink refused.
 WRITE_RETRY = timedelta(minutes=15)
-
-_KINDS: dict[str, FieldKind] = {spec.name: spec.kind for spec in FIELDS}
-
 
 def utc_now() -> datetime:
     """Return the current time, aware, in UTC."""
@@ -145,29 +142,6 @@ class _MissingResult(Exception):
     """A row's address has no stored result when the output is written."""
 
 
-def same_at_source(name: str, value: FieldValue, shown: str | None) -> bool:
-    """Return True when the source already shows `value` for field `name` (in its own format)."""
-    if shown is None or shown == "":
-        return value is None or value == ""
-    if value is None:
-        return False
-    kind = _KINDS.get(name)
-    try:
-        if kind is FieldKind.DATETIME and isinstance(value, datetime):
-            if len(shown.strip()) == 10:  # a sink that keeps only the day (SendGrid Date fields)
-                return shown.strip() == value.astimezone(UTC).date().isoformat()
-            return parse_time(shown).replace(microsecond=0) == value.replace(microsecond=0)
-        if kind is FieldKind.DATE and isinstance(value, date):
-            return shown[:10] == value.isoformat()[:10]
-        if kind is FieldKind.BOOL:
-            return (shown.strip().lower() in ("true", "1", "yes")) == bool(value)
-        if kind is FieldKind.NUMBER and isinstance(value, int | float):
-            return float(shown) == float(value)
-    except ValueError:
-        return False
-    return shown == str(value)
-
-
 def changed_fields(contact: ContactToWrite) -> tuple[dict[str, FieldValue], dict[str, str]]:
     """Return the fields to write (changed since written and not already at the source) and
     the canonical text of every field, to record once written."""
@@ -178,7 +152,7 @@ def changed_fields(contact: ContactToWrite) -> tuple[dict[str, FieldValue], dict
         name: value
         for name, value in values.items()
         if texts[name] != contact.written.get(name)
-        and not (source and same_at_source(name, value, source.get(name)))
+        and not (source and shows_value(source.get(name), value))
     }
     return changed, texts
 

@@ -27,7 +27,6 @@ from mailprobe.pipeline import (
     Pipeline,
     capped,
     next_cursor,
-    same_at_source,
 )
 from mailprobe.store import RunOutcome, Store
 from tests.fakes.dns import DnsServer
@@ -502,30 +501,6 @@ async def test_bad_token_is_a_fatal_pass_reported_not_raised(store: Store, clock
 
 
 # -- pure helpers ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "shown", "same"),
-    [
-        ("mailprobe_status", "valid", "valid", True),
-        ("mailprobe_status", "valid", "invalid", False),
-        ("mailprobe_score", 98, "98", True),
-        ("mailprobe_score", 98, "98.0", True),
-        ("mailprobe_catch_all", False, "false", True),
-        ("mailprobe_catch_all", True, "false", False),
-        ("mailprobe_verified_at", NOW, "2026-11-27T12:00:00.000Z", True),
-        ("mailprobe_verified_at", NOW, "2026-11-27T12:00:01.000Z", False),
-        ("mailprobe_next_check", NOW.date(), "2026-11-27", True),
-        ("mailprobe_suggestion", None, None, True),
-        ("mailprobe_suggestion", None, "", True),
-        ("mailprobe_suggestion", "a@gmail.com", None, False),
-        ("mailprobe_score", 98, "lots", False),
-    ],
-)
-def test_source_value_comparison_tolerates_wire_formats(
-    name: str, value: object, shown: str | None, same: bool
-) -> None:
-    assert same_at_source(name, value, shown) is same  # type: ignore[arg-type]
 
 
 def test_cursor_stops_at_signpost() -> None:

@@ -8,6 +8,7 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, date, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from connectors.sendgrid import (
 from connectors.sendgrid.upsert import Row, chunks
 from engine.result import Reason, Status
 from mailprobe.pipeline import CrmConnector, Pipeline
-from mailprobe.store import Store
+from mailprobe.store import RunOutcome, Store
 from tests.fakes.sendgrid import API_KEY, FakeClock, SendGridFake, serve
 from tests.test_pipeline import Clock as PipelineClock
 from tests.test_pipeline import FakeVerifier
@@ -484,6 +485,18 @@ async def test_429_is_retried_after_retry_after(sendgrid_api, clock) -> None:
     assert sendgrid_api.calls["GET /v3/marketing/field_definitions"] == 2
 
 
+async def test_429_with_retry_after_as_an_http_date_waits_until_that_moment(
+    sendgrid_api, clock
+) -> None:
+    moment = int(clock.now) + 9
+    header = format_datetime(datetime.fromtimestamp(moment, UTC), usegmt=True)
+    sendgrid_api.inject("GET /v3/marketing/field_definitions", 429, headers={"Retry-After": header})
+    async with make(sendgrid_api, clock) as connector:
+        await connector.prepare()
+    assert len(clock.slept) == 1 and 8.0 < clock.slept[0] <= 9.0
+    assert sendgrid_api.calls["GET /v3/marketing/field_definitions"] == 2
+
+
 async def test_429_without_retry_after_waits_for_the_reset_header(clock) -> None:
     with serve(SendGridFake(clock=clock)) as api:
         reset = str(int(clock.now) + 12)
@@ -547,6 +560,29 @@ async def test_other_4xx_is_fatal_with_the_api_message(sendgrid_api) -> None:
     async with make(sendgrid_api) as connector:
         with pytest.raises(FatalConnectorError, match="list_ids: list is being deleted"):
             await pull_all(connector)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+async def test_export_file_over_the_cap_ends_the_pass_clearly_and_loses_nothing(
+    sendgrid_api, tmp_path, streamed
+) -> None:
+    customers = sendgrid_api.add_list("Customers")
+    sendgrid_api.add_contacts(2_000, list_id=customers)
+    sendgrid_api.stream_files = streamed
+    clock = PipelineClock()
+    with Store(tmp_path / "state.db") as store:
+        pipeline = Pipeline(store, FakeVerifier(clock, every_tenth_invalid), clock=clock)
+        cap = {"max_export_file_bytes": 10_000}
+        async with make(sendgrid_api, lists=["Customers"], **cap) as capped_sink:
+            refused = await pipeline.run_pass(CrmConnector("sendgrid", capped_sink))
+        cursor_after_refusal = store.cursor("sendgrid")
+        async with make(sendgrid_api, lists=["Customers"]) as sink:
+            report = await pipeline.run_pass(CrmConnector("sendgrid", sink))
+    assert refused.outcome is RunOutcome.FATAL
+    assert "larger than 10,000 bytes" in (refused.error or "")
+    assert refused.counts.pulled == 0 and cursor_after_refusal is None
+    assert sendgrid_api.export_requests[0]["max_file_size"] == 1  # MB: split the files for us
+    assert report.ok and report.counts.pulled == report.counts.written == 2_000
 
 
 # -- whole syncs -----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 API_KEY = "SG.fake-key-for-tests"
@@ -160,6 +160,8 @@ class SendGridFake:
         self.upserts: list[Upsert] = []
         self.file_downloads = 0
         self.file_requests_with_auth = 0
+        self.stream_files = False  # serve export files chunked, with no Content-Length
+        self.export_requests: list[dict[str, Any]] = []  # bodies of POST …/exports, in order
         self.fields: dict[str, dict[str, str]] = {}  # id → {id, name, field_type}
         self.lists: dict[str, str] = {}  # id → name
         self.contacts: dict[str, dict[str, Any]] = {}  # id → contact
@@ -542,6 +544,7 @@ class SendGridFake:
 
     def _post_export(self, request: Request, body: bytes) -> Response:
         data = json.loads(body or b"{}")
+        self.export_requests.append(data)
         list_ids = data.get("list_ids") or []
         file_type = data.get("file_type", "csv")
         missing = [list_id for list_id in list_ids if list_id not in self.lists]
@@ -651,6 +654,9 @@ class SendGridFake:
         if content is None:
             return Response("NoSuchKey", status_code=404)
         self.file_downloads += 1
+        if self.stream_files:
+            blocks = (content[i : i + 4096] for i in range(0, len(content), 4096))
+            return StreamingResponse(iter(blocks), media_type="application/gzip")
         return Response(content, media_type="application/gzip")
 
 

@@ -6,21 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from connectors import http_policy
 from connectors.errors import (
     ConnectorAuthError,
     ConnectorError,
     FatalConnectorError,
     RetriableConnectorError,
 )
-from connectors.http_policy import (
-    AnnouncedQuota,
-    RetryPolicy,
-    RollingWindow,
-    error_class,
-    pace,
-    retry_after_seconds,
-    retrying,
-)
+from connectors.http_policy import AnnouncedQuota, RetryPolicy, RollingWindow
+from tests.fakes.sendgrid import FakeClock
 
 NOW = datetime(2026, 12, 4, 17, 0, 0, tzinfo=UTC)
 
@@ -44,7 +38,7 @@ NOW = datetime(2026, 12, 4, 17, 0, 0, tzinfo=UTC)
 def test_error_class_maps_each_status(
     status: int, also: frozenset[int], kind: type[ConnectorError]
 ) -> None:
-    assert error_class(status, also_retriable=also) is kind
+    assert http_policy.error_class(status, also_retriable=also) is kind
 
 
 @pytest.mark.parametrize(
@@ -67,7 +61,7 @@ def test_error_class_maps_each_status(
 def test_retry_after_reads_seconds_and_http_dates(
     header: str | None, seconds: float | None
 ) -> None:
-    assert retry_after_seconds(header, now=NOW) == seconds
+    assert http_policy.retry_after_seconds(header, now=NOW) == seconds
 
 
 RETRIABLE = RetriableConnectorError("crm", "busy")
@@ -100,24 +94,9 @@ def test_retry_policy_back_off_stops_at_its_cap() -> None:
     assert [policy.backoff(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
 
 
-class Waits:
-    """A sleep that records each wait and moves a clock instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
 async def test_retrying_repeats_retriable_failures_then_returns() -> None:
     answers: list[object] = [RETRIABLE, RetriableConnectorError("crm", "429", retry_after=7), "ok"]
-    waits = Waits()
+    clock = FakeClock(start=0)
 
     async def call() -> str:
         answer = answers.pop(0)
@@ -125,24 +104,24 @@ async def test_retrying_repeats_retriable_failures_then_returns() -> None:
             raise answer
         return str(answer)
 
-    assert await retrying(call, RetryPolicy(), sleep=waits) == "ok"
-    assert waits.waits == [1.0, 7.0]
+    assert await http_policy.retrying(call, RetryPolicy(), sleep=clock.sleep) == "ok"
+    assert clock.slept == [1.0, 7.0]
 
 
 async def test_retrying_raises_a_fatal_error_at_once() -> None:
-    waits = Waits()
+    clock = FakeClock(start=0)
 
     async def call() -> str:
         raise FATAL
 
     with pytest.raises(FatalConnectorError):
-        await retrying(call, RetryPolicy(), sleep=waits)
-    assert waits.waits == []
+        await http_policy.retrying(call, RetryPolicy(), sleep=clock.sleep)
+    assert clock.slept == []
 
 
 async def test_retrying_gives_up_after_max_attempts_with_the_last_error() -> None:
     calls = 0
-    waits = Waits()
+    clock = FakeClock(start=0)
 
     async def call() -> str:
         nonlocal calls
@@ -150,25 +129,25 @@ async def test_retrying_gives_up_after_max_attempts_with_the_last_error() -> Non
         raise RetriableConnectorError("crm", f"down {calls}")
 
     with pytest.raises(RetriableConnectorError, match="down 3"):
-        await retrying(call, RetryPolicy(max_attempts=3), sleep=waits)
-    assert calls == 3 and waits.waits == [1.0, 2.0]
+        await http_policy.retrying(call, RetryPolicy(max_attempts=3), sleep=clock.sleep)
+    assert calls == 3 and clock.slept == [1.0, 2.0]
 
 
 async def test_rolling_window_lets_n_calls_through_per_period() -> None:
-    waits = Waits()
+    clock = FakeClock(start=0)
     window = RollingWindow(limit=2, period=10.0)
     for _ in range(5):
-        await pace([window], clock=waits.clock, sleep=waits)
-    assert waits.waits == [10.0, 10.0]  # calls at 0, 0, 10, 10, 20
+        await http_policy.pace([window], clock=clock, sleep=clock.sleep)
+    assert clock.slept == [10.0, 10.0]  # calls at 0, 0, 10, 10, 20
 
 
 async def test_pace_waits_for_the_tightest_of_several_windows() -> None:
-    waits = Waits()
+    clock = FakeClock(start=0)
     every_call = RollingWindow(limit=100, period=10.0)
     searches = RollingWindow(limit=1, period=1.0)
     for _ in range(3):
-        await pace([every_call, searches], clock=waits.clock, sleep=waits)
-    assert waits.waits == [1.0, 1.0]
+        await http_policy.pace([every_call, searches], clock=clock, sleep=clock.sleep)
+    assert clock.slept == [1.0, 1.0]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from ..base import Contact, FieldUpdate, Page, PushOutcome, PushReport
 from ..http_policy import Clock, RetryPolicy, Sleep
 from . import upsert
 from .export import contacts_in, export_urls
-from .http import SendGridHttp
+from .http import Limits, SendGridHttp
 from .provisioning import CUSTOM_FIELD_LIMIT, CustomField, Lists, resolve_fields, resolve_lists
 from .upsert import MAX_UPSERT_BYTES, MAX_UPSERT_CONTACTS, Row
 
@@ -85,10 +85,7 @@ class SendGridConnector:
             api_key=api_key,
             base_url=base_url,
             timeout_s=timeout_s,
-            policy=policy,
-            poll_interval_s=poll_interval_s,
-            max_poll_s=max_poll_s,
-            max_file_bytes=max_export_file_bytes,
+            limits=Limits(policy, poll_interval_s, max_poll_s, max_export_file_bytes),
             sleep=sleep,
             clock=clock,
         )

@@ -35,7 +35,7 @@ async def export_urls(
     """
     request: dict[str, Any] = {
         "file_type": file_type,
-        "max_file_size": max(1, math.floor(http.max_file_bytes / _MEBIBYTE)),
+        "max_file_size": max(1, math.floor(http.limits.max_file_bytes / _MEBIBYTE)),
     }
     if list_ids:
         request["list_ids"] = list(list_ids)
@@ -63,8 +63,8 @@ async def export_urls(
     raise RetriableConnectorError(
         http.connector,
         f"SendGrid export {export_id} still {status.get('status', 'pending')} after "
-        f"{http.max_poll_s:.0f}s",
-        retry_after=http.poll_interval_s,
+        f"{http.limits.max_poll_s:.0f}s",
+        retry_after=http.limits.poll_interval_s,
     )
 
 

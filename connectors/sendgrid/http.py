@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,16 @@ def _header_float(response: httpx.Response, name: str) -> float | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How long and how much the connector's HTTP side waits, repeats and reads."""
+
+    policy: RetryPolicy
+    poll_interval_s: float  # the first wait between two polls of a job; it grows to 30 s
+    max_poll_s: float  # the longest a job is polled before the pass moves on
+    max_file_bytes: int  # the most of one export file read
+
+
 class SendGridHttp:
     """The connector's HTTP side: API calls under the shared policy, polls, file downloads."""
 
@@ -133,19 +144,13 @@ class SendGridHttp:
         api_key: str,
         base_url: str,
         timeout_s: float,
-        policy: RetryPolicy,
-        poll_interval_s: float,
-        max_poll_s: float,
-        max_file_bytes: int,
+        limits: Limits,
         sleep: Sleep,
         clock: Clock,
     ) -> None:
         self.connector = connector
         self.base = base_url.rstrip("/")
-        self.policy = policy
-        self.poll_interval_s = poll_interval_s
-        self.max_poll_s = max_poll_s
-        self.max_file_bytes = max_file_bytes
+        self.limits = limits
         self.sleep = sleep
         self._clock = clock
         timeout = httpx.Timeout(timeout_s)
@@ -197,7 +202,7 @@ class SendGridHttp:
                 return response
             raise error_for(self.connector, response, retry_after=self._asked_wait(response))
 
-        return await retrying(attempt, self.policy, sleep=self.sleep)
+        return await retrying(attempt, self.limits.policy, sleep=self.sleep)
 
     def _asked_wait(self, response: httpx.Response) -> float | None:
         """Return the wait a 429 names (Retry-After, else the quota's reset), or None."""
@@ -215,7 +220,7 @@ class SendGridHttp:
         wait = self._quota.wait(bucket, now=self._clock())
         if wait <= 0:
             return
-        if wait > self.policy.max_wait_s:
+        if wait > self.limits.policy.max_wait_s:
             raise RetriableConnectorError(
                 self.connector,
                 f"SendGrid rate limit for {bucket} resets in {wait:.0f}s",
@@ -227,9 +232,9 @@ class SendGridHttp:
     async def poll_delays(self) -> AsyncIterator[float]:
         """Yield after each wait of a bounded, growing poll schedule, until max_poll_s is spent."""
         waited = 0.0
-        interval = self.poll_interval_s
-        while waited < self.max_poll_s:
-            delay = min(interval, self.max_poll_s - waited)
+        interval = self.limits.poll_interval_s
+        while waited < self.limits.max_poll_s:
+            delay = min(interval, self.limits.max_poll_s - waited)
             await self.sleep(delay)
             waited += delay
             yield waited
@@ -251,7 +256,7 @@ class SendGridHttp:
                 raise RetriableConnectorError(self.connector, message) from exc
 
         try:
-            return await retrying(attempt, self.policy, sleep=self.sleep)
+            return await retrying(attempt, self.limits.policy, sleep=self.sleep)
         except _FileGone as gone:
             raise RetriableConnectorError(
                 self.connector,
@@ -267,13 +272,13 @@ class SendGridHttp:
                 message = f"export file {where} failed ({response.status_code})"
                 raise RetriableConnectorError(self.connector, message)
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > self.max_file_bytes:
+            if declared.isdigit() and int(declared) > self.limits.max_file_bytes:
                 raise self._too_big(where)
             size = 0
             with path.open("wb") as out:
                 async for block in response.aiter_bytes():
                     size += len(block)
-                    if size > self.max_file_bytes:
+                    if size > self.limits.max_file_bytes:
                         out.close()
                         path.unlink()
                         raise self._too_big(where)
@@ -283,7 +288,7 @@ class SendGridHttp:
     def _too_big(self, where: str) -> FatalConnectorError:
         return FatalConnectorError(
             self.connector,
-            f"export file {where} is larger than {self.max_file_bytes:,} bytes, the most "
+            f"export file {where} is larger than {self.limits.max_file_bytes:,} bytes, the most "
             "mailprobe reads of one file; no contact of it was taken, and the cursor is kept",
         )
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -134,35 +135,31 @@ async def resolve_fields(http: SendGridHttp, *, field_limit: int) -> dict[str, C
             + "; ".join(conflicts)
             + ". Delete or rename them in SendGrid (Marketing → Custom Fields) and retry",
         )
-    limit = _FieldLimit(http.connector, field_limit, len(custom), missing)
+    too_many = partial(_field_limit_error, http.connector, field_limit, len(custom), missing)
     if missing and len(custom) + len(missing) > field_limit:
-        raise limit.error()
+        raise too_many()
     for spec in missing:
-        resolved[spec.name] = await _create_field(http, spec, limit)
+        resolved[spec.name] = await _create_field(http, spec, too_many)
     return resolved
 
 
-@dataclass(frozen=True, slots=True)
-class _FieldLimit:
-    """The account's custom field count against its limit, to explain a refusal."""
-
-    connector: str
-    limit: int
-    existing: int
-    missing: Sequence[FieldSpec]
-
-    def error(self, detail: str = "") -> FatalConnectorError:
-        names = ", ".join(spec.name for spec in self.missing)
-        tail = f" (SendGrid: {detail})" if detail else ""
-        return FatalConnectorError(
-            self.connector,
-            f"the SendGrid account has {self.existing} of its {self.limit} custom fields and "
-            f"mailprobe needs {len(self.missing)} more ({names}){tail}; delete unused custom "
-            "fields in SendGrid (Marketing → Custom Fields) and retry",
-        )
+def _field_limit_error(
+    connector: str, limit: int, existing: int, missing: Sequence[FieldSpec], detail: str = ""
+) -> FatalConnectorError:
+    """Return the error that says how many custom fields to free, and which mailprobe needs."""
+    names = ", ".join(spec.name for spec in missing)
+    tail = f" (SendGrid: {detail})" if detail else ""
+    return FatalConnectorError(
+        connector,
+        f"the SendGrid account has {existing} of its {limit} custom fields and mailprobe "
+        f"needs {len(missing)} more ({names}){tail}; delete unused custom fields in SendGrid "
+        "(Marketing → Custom Fields) and retry",
+    )
 
 
-async def _create_field(http: SendGridHttp, spec: FieldSpec, limit: _FieldLimit) -> CustomField:
+async def _create_field(
+    http: SendGridHttp, spec: FieldSpec, too_many: Callable[[str], FatalConnectorError]
+) -> CustomField:
     response = await http.call(
         "POST",
         _FIELDS_PATH,
@@ -173,7 +170,7 @@ async def _create_field(http: SendGridHttp, spec: FieldSpec, limit: _FieldLimit)
     if response.status_code == 400:
         text = describe_errors(response)
         if re.search(r"limit|maximum|max\b|too many", text, re.I):
-            raise limit.error(text)
+            raise too_many(text)
         raise FatalConnectorError(
             http.connector, f"SendGrid refused to create custom field {spec.name}: {text}"
         )

@@ -143,22 +143,21 @@ async def settle(http: SendGridHttp, job_id: str, rows: list[Row], outcome: Push
         if status in ("failed", "errored"):
             url = (job.get("results") or {}).get("errors_url")
             errors = await _import_errors(http, str(url)) if url else {}
-            settled = _settle_failed if status == "failed" else _settle_errored
-            settled(job_id, job, rows, errors, outcome)
+            if status == "failed":
+                _settle_failed(job_id, rows, errors, outcome)
+            else:
+                count = (job.get("results") or {}).get("errored_count")
+                _settle_errored(job_id, count, rows, errors, outcome)
             return
     outcome.fail(
         _ids(rows),
         f"SendGrid import job {job_id} still {job.get('status', 'pending')} after "
-        f"{http.max_poll_s:.0f}s; retried next pass",
+        f"{http.limits.max_poll_s:.0f}s; retried next pass",
     )
 
 
 def _settle_failed(
-    job_id: str,
-    job: Mapping[str, Any],
-    rows: list[Row],
-    errors: Mapping[str, str],
-    outcome: PushOutcome,
+    job_id: str, rows: list[Row], errors: Mapping[str, str], outcome: PushOutcome
 ) -> None:
     """Record every row of a failed job as failed, with its own reason when one is given."""
     generic = f"SendGrid import job {job_id} failed; retried next pass"
@@ -169,15 +168,13 @@ def _settle_failed(
 
 
 def _settle_errored(
-    job_id: str,
-    job: Mapping[str, Any],
-    rows: list[Row],
-    errors: Mapping[str, str],
-    outcome: PushOutcome,
+    job_id: str, count: object, rows: list[Row], errors: Mapping[str, str], outcome: PushOutcome
 ) -> None:
-    """Record the rows an errored job names as failed, the others as written."""
+    """Record the rows an errored job names as failed, the others as written.
+
+    `count` is the job's errored_count, when it gave one.
+    """
     bad = [row for row in rows if row.email in errors]
-    count = (job.get("results") or {}).get("errored_count")
     if not bad or (isinstance(count, int | float) and len(bad) < count):
         # Rows we cannot tell apart are retried rather than reported written.
         outcome.fail(

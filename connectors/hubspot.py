@@ -1,9 +1,10 @@
 """HubSpot contacts as a source and a sink: the search API in, batch update out.
 
 This module owns the HubSpot wire: provisioning the `mailprobe` property group and properties,
-reading changed contacts with the CRM search API, writing fields with batch update, pacing
-below HubSpot's rate limits, and turning hubspot-api-client's exceptions into ConnectorErrors
-(in `_connector_error`, and nowhere else). It keeps no state between calls, opens no database
+reading changed contacts with the CRM search API, writing fields with batch update, HubSpot's
+own rate windows and 429 policies, and turning hubspot-api-client's exceptions into
+ConnectorErrors (in `_connector_error`, and nowhere else). When to retry, how long to back off
+and how to pace inside a window is the shared policy's (connectors.http_policy). It keeps no state between calls, opens no database
 and must not import `mailprobe`: the pipeline saves cursors and decides what to write.
 
 The client's calls block, so each runs in a thread; one connector makes one call at a time.
@@ -156,7 +157,7 @@ def wire_value(value: FieldValue, kind: FieldKind | None = None) -> str:
     return str(value)
 
 
-def _read_value(kind: FieldKind | None, raw: object) -> str:
+def _read_back(raw: object, kind: FieldKind | None) -> str:
     """Return a value HubSpot sent in the canonical text form (fields.field_text), "" if empty."""
     if raw is None or raw == "":
         return ""
@@ -222,7 +223,7 @@ def _contact(found: _Found) -> Contact:
     fields = {
         name: text
         for name, kind in _KINDS.items()
-        if (text := _read_value(kind, properties.get(name)))
+        if (text := _read_back(properties.get(name), kind))
     }
     email = (properties.get("email") or "").strip() or None
     updated_at = _EPOCH + timedelta(milliseconds=found.modified_ms)

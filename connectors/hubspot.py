@@ -3,9 +3,10 @@
 This module owns the HubSpot wire: provisioning the `mailprobe` property group and properties,
 reading changed contacts with the CRM search API, writing fields with batch update, HubSpot's
 own rate windows and 429 policies, and turning hubspot-api-client's exceptions into
-ConnectorErrors (in `_connector_error`, and nowhere else). When to retry, how long to back off
-and how to pace inside a window is the shared policy's (connectors.http_policy). It keeps no state between calls, opens no database
-and must not import `mailprobe`: the pipeline saves cursors and decides what to write.
+ConnectorErrors (in `_connector_error`, and nowhere else); when to retry, how long to back off
+and how to pace inside a window is the shared policy's (connectors.http_policy). It keeps no
+state between calls, opens no database and must not import `mailprobe`: the pipeline saves
+cursors and decides what to write.
 
 The client's calls block, so each runs in a thread; one connector makes one call at a time.
 Responses are read as plain JSON (`_preload_content=False`): the client's models reject replies
@@ -74,7 +75,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # HubSpot counts requests per rolling window on its side; a little slack absorbs network jitter.
 _WINDOW_SLACK_S = 0.25
-# Never wait longer than 60 s inside one call; a longer wait (a DAILY limit) ends the pass.
+# Never wait longer than this inside one call; a longer wait (a DAILY limit) ends the pass.
 _MAX_WAIT_S = 60.0
 # 423 Locked: HubSpot documents it as "try again shortly" (a contact being merged or imported).
 _ALSO_RETRIABLE = frozenset({423})

@@ -43,6 +43,10 @@ class ResultCache(Protocol):
         """Return the store's queue and pass figures for /metrics, None without a store."""
         ...
 
+    async def figures(self, read: Callable[[Store], _T]) -> _T | None:
+        """Return `read(store)` run on a store connection (the dashboard), None without a store."""
+        ...
+
     async def aclose(self) -> None:
         """Release what the cache holds."""
         ...
@@ -79,6 +83,10 @@ class MemoryCache:
 
     async def summary(self, connectors: Sequence[str]) -> StatusSummary | None:
         """Return None: there is no store to report on."""
+        return None
+
+    async def figures(self, read: Callable[[Store], _T]) -> _T | None:
+        """Return None: there is no store to read."""
         return None
 
     async def aclose(self) -> None:
@@ -156,6 +164,10 @@ class StoreCache:
     async def summary(self, connectors: Sequence[str]) -> StatusSummary | None:
         """Return the store's per-connector figures."""
         return await self._reads.call(lambda store: store.status_summary(connectors))
+
+    async def figures(self, read: Callable[[Store], _T]) -> _T | None:
+        """Return `read(store)` run on the reading connection, off the event loop."""
+        return await self._reads.call(read)
 
     async def aclose(self) -> None:
         """Close both connections and their threads."""

@@ -1,0 +1,94 @@
+"""The operator's dashboard at `/`: who may see it, and the page from the store's figures.
+
+Owns the route and how a browser presents an API key. A browser cannot add an
+`Authorization: Bearer` header by itself, so the dashboard also takes HTTP Basic with the key
+as the password (any user name): the browser asks once and resends it, also on the page's
+minute refresh. Scripts may send the key as the API takes it. No cookie, so nothing to steal
+or forge across sites; over a network, put TLS in front, as for the API itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from ..errors import StoreError
+from .cache import ResultCache
+from .errors import RequestError
+from .figures import gather
+from .keys import KeyRing, presented_key
+from .panels import page
+
+log = logging.getLogger(__package__)  # "mailprobe.api", the one logger of the whole API
+
+#: No script, no outside resource, no framing: the page is HTML, inline styles and SVG.
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def browser_key(request: Request) -> bytes | None:
+    """Return the key a browser or script sent: HTTP Basic's password, else as the API takes it."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return presented_key(request)
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    _, _, password = decoded.partition(b":")
+    return password or None
+
+
+class Dashboard:
+    """The `/` page: list health, passes, queue, deferring domains and the last pre-flight."""
+
+    def __init__(self, keys: KeyRing, cache: ResultCache, connectors: Iterable[str]) -> None:
+        self._keys = keys
+        self._cache = cache
+        self._connectors = list(connectors)
+
+    def routes(self) -> list[Route]:
+        """Return the dashboard's route, left out of the API's description."""
+        return [Route("/", self.page, methods=["GET"], include_in_schema=False)]
+
+    async def page(self, request: Request) -> Response:
+        """Return the dashboard; 401 asking for HTTP Basic when keys are set and none matches."""
+        self._admit(request)
+        read = functools.partial(gather, connectors=self._connectors, now=datetime.now(UTC))
+        try:
+            html = page(await self._cache.figures(read))
+        except StoreError as exc:
+            log.warning("dashboard figures unavailable: %s", exc)
+            html = page(None, problem=str(exc))
+        return HTMLResponse(html, headers=_HEADERS)
+
+    def _admit(self, request: Request) -> None:
+        if not self._keys.required:
+            client = request.client.host if request.client else "unknown"
+            request.scope["mailprobe.caller"] = f"anonymous:{client}"
+            return
+        found = self._keys.identify(browser_key(request))
+        if found is None:
+            raise RequestError(
+                401,
+                "unauthorized",
+                "the dashboard needs an API key: give it as the password when the browser "
+                "asks (any user name), or send `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": 'Basic realm="mailprobe", charset="UTF-8"'},
+            )
+        request.scope["mailprobe.caller"] = found

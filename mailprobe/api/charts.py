@@ -105,15 +105,19 @@ def _open(title: str, desc: str, width: int, height: int) -> str:
     )
 
 
-def nice_ceiling(value: int) -> int:
-    """Return a round axis maximum at or above `value` (1, 2, 2.5 or 5 times a power of ten)."""
-    if value <= 0:
+def nice_step(value: float) -> int:
+    """Return a round gridline step at or above `value`: 1, 2 or 5 (or 25) times a power of ten."""
+    if value <= 1:
         return 1
     power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * power:
-            return max(1, math.ceil(step * power))
-    return 10 * power  # not reached: the loop ends at 10 * power >= value
+    steps = (1, 2, 2.5, 5, 10) if power >= 10 else (1, 2, 5, 10)
+    return next(int(step * power) for step in steps if value <= step * power)
+
+
+def axis(value: int) -> tuple[int, int]:
+    """Return the axis maximum at or above `value` and its number of gridline steps (4 or 5),
+    choosing the lower maximum: 44 gets 50 in steps of 10, not 80 in steps of 20."""
+    return min((n * nice_step(value / n), n) for n in (4, 5))
 
 
 def stacked_columns(
@@ -124,24 +128,27 @@ def stacked_columns(
     column_labels: Sequence[str],
     series: Sequence[Series],
     values: Mapping[str, Sequence[int]],
-    width: int = 760,
-    height: int = 260,
+    width: int = 1100,
+    height: int = 280,
+    slots: int = 0,
 ) -> str:
     """Return a column chart, one stacked column per entry of `columns` (a day, a pass…).
 
     `values[kind][i]` is the height of kind's part of column i; `column_labels` are shown
     under the columns (empty strings are skipped, so a long axis can label every 7th).
+    With `slots` above the number of columns, columns keep that narrow width, flush right.
     """
     left, right, top, bottom = 48, 8, 10, 26
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(values.get(s.kind, [0] * len(columns))[i] for s in series)
               for i in range(len(columns))]  # fmt: skip
-    ceiling = nice_ceiling(max(totals, default=0))
-    parts = [_open(title, desc, width, height), _grid(left, top, plot_w, plot_h, ceiling)]
-    slot = plot_w / max(1, len(columns))
+    ceiling, steps = axis(max(totals, default=0))
+    parts = [_open(title, desc, width, height), _grid(left, top, plot_w, plot_h, ceiling, steps)]
+    slot = plot_w / max(1, len(columns), slots)
     bar_w = max(1.0, slot * 0.72)
+    offset = left + plot_w - slot * len(columns)
     for i, column in enumerate(columns):
-        x = left + i * slot + (slot - bar_w) / 2
+        x = offset + i * slot + (slot - bar_w) / 2
         y = top + plot_h
         for s in series:
             count = values.get(s.kind, [0] * len(columns))[i]
@@ -156,19 +163,19 @@ def stacked_columns(
             )
         if column_labels[i]:
             parts.append(
-                f'<text class="axis" x="{left + i * slot + slot / 2:.1f}" y="{height - 8}" '
+                f'<text class="axis" x="{offset + i * slot + slot / 2:.1f}" y="{height - 8}" '
                 f'text-anchor="middle">{e(column_labels[i])}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _grid(left: int, top: int, width: int, height: int, ceiling: int) -> str:
-    """Return the value axis: four gridlines with their figures, and the base line."""
+def _grid(left: int, top: int, width: int, height: int, ceiling: int, steps: int) -> str:
+    """Return the value axis: the base line and a gridline with its figure per step."""
     lines = []
-    for step in range(5):
-        value = ceiling * step / 4
-        y = top + height - height * step / 4
+    for step in range(steps + 1):
+        value = ceiling * step / steps
+        y = top + height - height * step / steps
         label = f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
         lines.append(
             f'<line class="{"base" if step == 0 else "grid"}" x1="{left}" x2="{left + width}" '
@@ -178,7 +185,7 @@ def _grid(left: int, top: int, width: int, height: int, ceiling: int) -> str:
     return "".join(lines)
 
 
-def share_bar(*, title: str, parts: Sequence[tuple[Series, int]], width: int = 760) -> str:
+def share_bar(*, title: str, parts: Sequence[tuple[Series, int]], width: int = 1100) -> str:
     """Return one horizontal bar split into each part's share of the whole."""
     height = 26
     total = sum(count for _, count in parts)
@@ -202,12 +209,12 @@ def share_bar(*, title: str, parts: Sequence[tuple[Series, int]], width: int = 7
 
 
 def meter_rows(
-    *, title: str, rows: Sequence[tuple[str, Sequence[tuple[Series, int]]]], width: int = 760
+    *, title: str, rows: Sequence[tuple[str, Sequence[tuple[Series, int]]]], width: int = 560
 ) -> str:
     """Return horizontal bars, one labelled row per entry, each stacked from its parts."""
-    row_h, label_w, value_w = 30, 170, 90
+    row_h, label_w, value_w = 30, 130, 70
     height = max(1, len(rows)) * row_h
-    ceiling = nice_ceiling(max((sum(c for _, c in parts) for _, parts in rows), default=0))
+    ceiling, _ = axis(max((sum(c for _, c in parts) for _, parts in rows), default=0))
     plot_w = width - label_w - value_w
     desc = "; ".join(
         f"{name}: " + ", ".join(f"{s.label} {c:,}" for s, c in parts) for name, parts in rows
@@ -216,7 +223,7 @@ def meter_rows(
     for i, (name, parts) in enumerate(rows):
         y = i * row_h
         out.append(
-            f'<text class="label" x="0" y="{y + 19}">{e(_clip(name, 24))}</text>'
+            f'<text class="label" x="0" y="{y + 19}">{e(_clip(name, 18))}</text>'
             f'<rect class="track" x="{label_w}" y="{y + 6}" width="{plot_w}" height="16" rx="3"/>'
         )
         x = float(label_w)

@@ -69,6 +69,11 @@ def _openapi_base() -> dict[str, Any]:
     }
     result["required"] += ["cached", "partial"]
     schemas["Result"] = result
+    # Docstrings become descriptions; these two speak of our own files, not of the API.
+    result["description"] = "The answer for one address: its status, why, and every check."
+    schemas["Reason"]["description"] = (
+        "Why the status is what it is; the README's table lists each reason with its status."
+    )
     for model in (VerifyRequest, BatchRequest):
         schema = model.model_json_schema(ref_template=ref)
         schemas.update(schema.pop("$defs", {}))

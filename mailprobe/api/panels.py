@@ -7,12 +7,23 @@ connector errors) is escaped here. The page has no script: it refreshes itself o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+
+from connectors.fields import REASON_LABELS
+from engine.result import Reason
 
 from ..store import PassRecord, RunOutcome
 from .charts import Series, e, fill_defs, legend, meter_rows, share_bar, stacked_columns, swatch
-from .figures import DEFERRING_WINDOW, HEALTH_DAYS, DoctorReport, Figures, by_day_table, days_of
+from .figures import (
+    DEFERRING_WINDOW,
+    HEALTH_DAYS,
+    PASSES_SHOWN,
+    DoctorReport,
+    Figures,
+    by_day_table,
+    days_of,
+)
 
 STATUSES = (
     Series("valid", "valid"),
@@ -51,9 +62,9 @@ def page(figures: Figures | None, *, problem: str | None = None) -> str:
         [
             _tiles(figures),
             _health(figures),
+            _deferring(figures),
             _connectors(figures),
             _queue(figures),
-            _deferring(figures),
             _doctor(figures.doctor, figures.now),
         ]
     )
@@ -96,7 +107,8 @@ def _tiles(f: Figures) -> str:
 def _health(f: Figures) -> str:
     days = days_of(f.now)
     table = by_day_table(f.by_day, days)
-    labels = [_day_label(day) if i % 7 == 0 or i == len(days) - 1 else ""
+    # Every 7th day, counted back from today so that today is always labelled.
+    labels = [_day_label(day) if (len(days) - 1 - i) % 7 == 0 else ""
               for i, day in enumerate(days)]  # fmt: skip
     chart = stacked_columns(
         title=f"Answers by status per day, last {HEALTH_DAYS} days",
@@ -143,11 +155,11 @@ def _day_table(table: dict[str, list[int]], days: Sequence[str]) -> str:
 def _connectors(f: Figures) -> str:
     if not f.passes:
         return _panel("Connectors", "<p>No connector is configured and no pass is logged.</p>")
-    cards = "".join(_connector(name, passes) for name, passes in f.passes.items())
+    cards = "".join(_connector(name, passes, f.now) for name, passes in f.passes.items())
     return _panel("Connectors", cards, wide=True)
 
 
-def _connector(name: str, passes: Sequence[PassRecord]) -> str:
+def _connector(name: str, passes: Sequence[PassRecord], now: datetime) -> str:
     if not passes:
         return f'<article class="card"><h3>{e(name)}</h3><p>No pass yet.</p></article>'
     last = passes[0]
@@ -163,17 +175,28 @@ def _connector(name: str, passes: Sequence[PassRecord]) -> str:
             str(o): [p.counts.verified if p.outcome == o else 0 for p in oldest_first]
             for o in RunOutcome
         },
-        height=150,
+        height=170,
+        slots=PASSES_SHOWN,
     )
     return (
         f'<article class="card"><h3>{e(name)} {_badge(str(last.outcome))}</h3>'
-        f"<p>Last pass {_ago(last.ended_at or last.started_at, last.started_at)}"
-        f"{_pass_error(last)}</p>{chart}{legend(outcomes)}{_pass_table(passes[:8])}</article>"
+        f"<p>Last pass {_time(last.ended_at or last.started_at, now)}"
+        f"{_pass_error(last)}</p>{_last_failure(passes, now)}{chart}{legend(outcomes)}"
+        f"{_pass_table(passes[:8])}</article>"
     )
 
 
 def _pass_error(p: PassRecord) -> str:
     return f': <span class="err">{e(_clip(p.error, 200))}</span>' if p.error else ""
+
+
+def _last_failure(passes: Sequence[PassRecord], now: datetime) -> str:
+    """Return the latest failed pass before the last one, with its error: worth a look."""
+    failed = [p for p in passes[1:] if p.outcome in (RunOutcome.FAILED, RunOutcome.FATAL)]
+    if not failed:
+        return ""
+    p = failed[0]
+    return f"<p>Last failed pass {_time(p.started_at, now)}{_pass_error(p)}</p>"
 
 
 def _pass_table(passes: Sequence[PassRecord]) -> str:
@@ -211,7 +234,7 @@ def _deferring(f: Figures) -> str:
         return _panel(title, f"<p>None in the last {hours} hours.</p>")
     rows = "".join(
         f"<tr><th scope=row>{e(d.domain)}</th><td>{d.addresses:,}</td>"
-        f"<td>{e(', '.join(f'{r} {n:,}' for r, n in sorted(d.reasons.items())))}</td>"
+        f"<td>{_reasons(d.reasons)}</td>"
         f"<td>{e(d.provider or d.mx_host or '')}</td>"
         f"<td class=reply>{e(_clip(d.last_reply or '', 160))}</td>"
         f"<td>{_time(d.last_checked, f.now)}</td></tr>"
@@ -227,6 +250,13 @@ def _deferring(f: Figures) -> str:
         "most addresses first; they are asked again when the server said.</p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>",
         wide=True,
+    )
+
+
+def _reasons(reasons: Mapping[str, int]) -> str:
+    return ", ".join(
+        f'<span title="{e(REASON_LABELS.get(Reason(r), r))}">{e(r.replace("_", " "))} {n:,}</span>'
+        for r, n in sorted(reasons.items())
     )
 
 
@@ -294,7 +324,8 @@ def _duration(p: PassRecord) -> str:
 
 
 def _day_label(day: str) -> str:
-    return datetime.strptime(day, "%Y-%m-%d").strftime("%-d %b")
+    moment = datetime.strptime(day, "%Y-%m-%d")
+    return f"{moment.day} {moment:%b}"
 
 
 def _clip(text: str, length: int) -> str:
@@ -313,7 +344,7 @@ background:var(--card);border-bottom:1px solid var(--line)}
 header h1{margin:0;font-size:1.3em;letter-spacing:.02em}
 header p{margin:0;color:var(--muted)}
 a{color:var(--accent)}
-main{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1em;
+main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em;
 padding:1em 1.5em;max-width:1400px;margin:0 auto}
 .tiles{grid-column:1/-1;display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));
 gap:1em;margin:0;padding:0;list-style:none}

@@ -149,8 +149,10 @@ def m004_dashboard_indexes(db: Database) -> None:
         -- Answers by status and by day: each status is one range of this covering index.
         CREATE INDEX results_by_status ON results (status, verified_at);
         -- Unknown answers only (a few per cent of a store): deferring domains, retries due.
-        -- Queries must say status = 'unknown' literally for SQLite to choose a partial index.
-        CREATE INDEX results_unknown ON results (checked_at, reason, expires_at, normalized)
+        -- Queries name it and say status = 'unknown' literally; the status column makes it
+        -- covering (SQLite reads no table row).
+        CREATE INDEX results_unknown
+            ON results (checked_at, reason, expires_at, normalized, status)
             WHERE status = 'unknown';
         """,
     )

@@ -917,10 +917,11 @@ class Store:
     def retry_depth(self, *, now: datetime) -> RetryDepth:
         """Return how many unknown answers wait for their retry time, and how many are due."""
         with self._guard():
-            # status = 'unknown' is literal so that SQLite uses the partial index.
+            # The partial index holds just the unknown answers; without statistics SQLite would
+            # pick results_by_status and read every row. status = 'unknown' must be literal.
             row = self._one(
                 "SELECT coalesce(sum(expires_at > ?), 0), coalesce(sum(expires_at <= ?), 0)"
-                " FROM results WHERE status = 'unknown'",
+                " FROM results INDEXED BY results_unknown WHERE status = 'unknown'",
                 (_ts(now), _ts(now)),
             )
         return RetryDepth(scheduled=row[0], due=row[1])
@@ -935,7 +936,8 @@ class Store:
         with self._guard():
             rows = self.db.conn.execute(
                 "SELECT mp_domain(normalized) AS domain, reason, count(*), max(checked_at),"
-                " normalized FROM results WHERE status = 'unknown' AND checked_at >= ?"
+                " normalized FROM results INDEXED BY results_unknown"
+                " WHERE status = 'unknown' AND checked_at >= ?"
                 f" AND reason IN ({','.join('?' * len(reasons))}) GROUP BY domain, reason",
                 (_ts(since), *reasons),
             ).fetchall()

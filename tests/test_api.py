@@ -634,8 +634,9 @@ async def test_openapi_lists_the_endpoints_and_docs_need_no_internet(start_api: 
         spec["components"]["schemas"]["Result"]["properties"]
     )
     page = await served.client.get("/docs")
-    assert page.status_code == 200 and "/v1/verify/batch" in page.text
-    assert "<script" not in page.text and "src=" not in page.text and "//cdn" not in page.text
+    assert page.status_code == 200 and 'url: "openapi.json"' in page.text
+    # Swagger UI from this server (tests/test_dashboard.py renders it in Chromium).
+    assert "//" not in page.text
 
 
 # Listening ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ class Reference:
     def _openapi_spec(self, request: Request) -> dict[str, Any]:
         # Built once: parsing the docstrings' YAML takes tens of milliseconds.
         if self._spec is None:
-            self._spec = self._schemas.get_schema(routes=request.app.routes)
+            self._spec = _tagged(self._schemas.get_schema(routes=request.app.routes))
         return self._spec
 
     async def openapi(self, request: Request) -> Response:
@@ -52,6 +52,19 @@ class Reference:
     async def docs(self, request: Request) -> Response:
         """Return the API reference: Swagger UI, served from here, reading /openapi.json."""
         return HTMLResponse(DOCS_PAGE, headers={"Cache-Control": "no-cache"})
+
+
+def _tagged(spec: dict[str, Any]) -> dict[str, Any]:
+    """Return `spec` with each operation in a group: the reference lists them under its name."""
+    for path, operations in spec.get("paths", {}).items():
+        tag = "Verification" if path.startswith("/v1/") else "Operations"
+        for operation in operations.values():
+            operation.setdefault("tags", [tag])
+    spec["tags"] = [
+        {"name": "Verification", "description": "Verify addresses, one or up to 100 at a time."},
+        {"name": "Operations", "description": "Liveness, readiness and metrics."},
+    ]
+    return spec
 
 
 def _openapi_base() -> dict[str, Any]:
@@ -99,7 +112,9 @@ def _openapi_base() -> dict[str, Any]:
         "info": {
             "title": "mailprobe",
             "version": "1",
-            "description": "Real-time email address verification, without sending mail.",
+            "description": "Real-time email address verification, without sending mail. When "
+            "the server has API keys, send one as `Authorization: Bearer <key>` or "
+            "`X-API-Key: <key>` (Authorize, below).",
         },
         "components": {
             "schemas": schemas,

@@ -358,7 +358,7 @@ min-width:0}
 h2{margin:0 0 .4em;font-size:1.1em}h3{margin:1em 0 .4em;font-size:1em}
 p{margin:.3em 0 .6em}
 .chart{width:100%;height:auto;display:block}
-.chart text{fill:var(--muted);font:11px system-ui,sans-serif}
+.chart text{fill:var(--muted);font:13px system-ui,sans-serif}
 .chart .label{fill:var(--ink);font-size:13px}.chart .value{fill:var(--ink);font-size:13px}
 .chart .grid{stroke:var(--line);stroke-width:1}.chart .base{stroke:var(--muted);stroke-width:1}
 .chart .track{fill:var(--bg)}.chart .empty{fill:var(--bg)}

@@ -232,10 +232,9 @@ async def test_docs_serve_swagger_ui_from_this_server(dashboard: Dashboard) -> N
     assert "validatorUrl: null" in page_.text  # Swagger UI's badge would call out
 
 
-async def test_reference_names_no_internal_files(dashboard: Dashboard) -> None:
-    spec = (await dashboard.client.get("/openapi.json")).text
-    page_ = (await dashboard.client.get("/docs")).text
-    for text in (spec, page_):
+async def test_reference_and_dashboard_name_no_internal_files(dashboard: Dashboard) -> None:
+    pages = [(await dashboard.client.get(path)).text for path in ("/openapi.json", "/docs", "/")]
+    for text in pages:
         assert not re.search(r"\b[\w/]+\.(py|md)\b", text)
 
 

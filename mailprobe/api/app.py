@@ -58,7 +58,7 @@ def create_app(
             if own_verifier:
                 await engine.aclose()
 
-    dashboard = Dashboard(KeyRing(settings.api.keys), cache, settings.connectors)
+    dashboard = Dashboard(KeyRing(settings.api.keys), cache, connectors=settings.connectors)
     app = Starlette(
         routes=[*endpoints.routes(), *dashboard.routes()],
         middleware=[Middleware(Observe, metrics=metrics)],

@@ -57,7 +57,7 @@ def browser_key(request: Request) -> bytes | None:
 class Dashboard:
     """The `/` page: list health, passes, queue, deferring domains and the last pre-flight."""
 
-    def __init__(self, keys: KeyRing, cache: ResultCache, connectors: Iterable[str]) -> None:
+    def __init__(self, keys: KeyRing, cache: ResultCache, *, connectors: Iterable[str]) -> None:
         self._keys = keys
         self._cache = cache
         self._connectors = list(connectors)

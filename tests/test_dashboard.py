@@ -220,6 +220,14 @@ async def test_dashboard_needs_a_key_when_keys_are_set(
         assert "slowgrey.test" not in response.text
 
 
+async def test_browser_key_also_opens_the_metrics_the_dashboard_links_to(seeded: Store) -> None:
+    basic = {"Authorization": "Basic " + base64.b64encode(f"ops:{KEY}".encode()).decode()}
+    app = api.create_app(settings(seeded.path, keys=(KEY,)), store=seeded)
+    async with serving(app) as client:
+        assert (await client.get("/metrics", headers=basic)).status_code == 200
+        assert (await client.get("/metrics")).status_code == 401
+
+
 async def test_docs_serve_swagger_ui_from_this_server(dashboard: Dashboard) -> None:
     client = dashboard.client
     page_ = await client.get("/docs")

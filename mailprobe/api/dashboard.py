@@ -1,16 +1,14 @@
 """The operator's dashboard at `/`: who may see it, and the page from the store's figures.
 
-Owns the route and how a browser presents an API key. A browser cannot add an
-`Authorization: Bearer` header by itself, so the dashboard also takes HTTP Basic with the key
-as the password (any user name): the browser asks once and resends it, also on the page's
-minute refresh. Scripts may send the key as the API takes it. No cookie, so nothing to steal
-or forge across sites; over a network, put TLS in front, as for the API itself.
+Owns the route and its 401. A browser cannot add an `Authorization: Bearer` header by itself,
+so the 401 asks for HTTP Basic, which keys.py reads as the key in the password (any user name):
+the browser asks once and resends it, on the page's minute refresh and on /metrics too.
+Scripts send the key as to the API. No cookie, so nothing to steal or forge across sites;
+over a network, put TLS in front, as for the API itself.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import logging
 from collections.abc import Iterable
@@ -41,19 +39,6 @@ _HEADERS = {
 }
 
 
-def browser_key(request: Request) -> bytes | None:
-    """Return the key a browser or script sent: HTTP Basic's password, else as the API takes it."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return presented_key(request)
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    _, _, password = decoded.partition(b":")
-    return password or None
-
-
 class Dashboard:
     """The `/` page: list health, passes, queue, deferring domains and the last pre-flight."""
 
@@ -82,7 +67,7 @@ class Dashboard:
             client = request.client.host if request.client else "unknown"
             request.scope["mailprobe.caller"] = f"anonymous:{client}"
             return
-        found = self._keys.identify(browser_key(request))
+        found = self._keys.identify(presented_key(request))
         if found is None:
             raise RequestError(
                 401,

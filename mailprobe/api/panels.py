@@ -77,6 +77,7 @@ def _document(body: str, *, generated: datetime | None) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="refresh" content="{_REFRESH_S}">'
+        '<link rel="icon" href="data:,">'
         f"<title>mailprobe dashboard</title><style>{_STYLE}</style></head><body>"
         f"{fill_defs()}<header><h1>mailprobe</h1><p>{when}refreshes every minute · "
         '<a href="docs">API reference</a> · <a href="metrics">metrics</a></p></header>'

@@ -355,3 +355,52 @@ def test_empty_store_draws_empty_charts_and_says_so(tmp_path: Path) -> None:
     assert html.count('<svg class="chart"') == 3  # health, everything stored, queue
     assert "No pass yet." in html and "None in the last 24 hours." in html
     assert "No answers in these days." in html
+
+
+# The store's figures --------------------------------------------------------------------------
+
+
+def test_results_by_day_counts_each_address_on_its_latest_day(tmp_path: Path) -> None:
+    yesterday, today = NOW - timedelta(days=1), NOW
+    with Store(tmp_path / "s.db") as store:
+        store.save_result(answer("a@x.test", Status.VALID, Reason.ACCEPTED, at=yesterday),
+                          now=yesterday)  # fmt: skip
+        store.save_result(answer("a@x.test", Status.INVALID, Reason.MAILBOX_NOT_FOUND, at=today),
+                          now=today)  # fmt: skip
+        store.save_result(answer("b@x.test", Status.VALID, Reason.ACCEPTED, at=yesterday),
+                          now=yesterday)  # fmt: skip
+        counts = store.results_by_day(since=NOW - timedelta(days=2))
+        assert store.results_by_status() == {"valid": 1, "invalid": 1}
+    assert {(c.day, c.status, c.count) for c in counts} == {
+        (yesterday.date().isoformat(), "valid", 1),
+        (today.date().isoformat(), "invalid", 1),
+    }
+
+
+def test_deferring_domains_are_recent_deferrals_and_blocks_most_first(tmp_path: Path) -> None:
+    old = NOW - timedelta(days=2)
+    with Store(tmp_path / "s.db") as store:
+        for i, (domain, reason, at) in enumerate([
+            ("grey.test", Reason.GREYLISTED, NOW), ("grey.test", Reason.GREYLISTED, NOW),
+            ("grey.test", Reason.BLOCKED, NOW), ("block.test", Reason.BLOCKED, NOW),
+            ("slow.test", Reason.TIMEOUT, NOW),  # not deferring us: the server is slow
+            ("stale.test", Reason.BLOCKED, old),  # too long ago
+        ]):  # fmt: skip
+            reply = f"451 4.7.1 try later {i}"
+            store.save_result(answer(f"u{i}@{domain}", Status.UNKNOWN, reason, at=at,
+                                     reply=reply), now=at)  # fmt: skip
+        found = store.deferring_domains(since=NOW - timedelta(hours=24))
+    assert [(d.domain, dict(d.reasons)) for d in found] == [
+        ("grey.test", {"greylisted": 2, "blocked": 1}),
+        ("block.test", {"blocked": 1}),
+    ]
+    assert found[0].addresses == 3 and found[0].last_reply.startswith("451 4.7.1 try later")
+    assert found[0].mx_host == "mx.grey.test"
+
+
+def test_retry_depth_splits_unknown_answers_by_retry_time(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        store.save_result(answer("a@x.test", Status.UNKNOWN, Reason.TIMEOUT, at=NOW), now=NOW)
+        store.save_result(answer("b@x.test", Status.VALID, Reason.ACCEPTED, at=NOW), now=NOW)
+        assert store.retry_depth(now=NOW) == RetryDepth(scheduled=1, due=0)
+        assert store.retry_depth(now=NOW + timedelta(days=2)) == RetryDepth(scheduled=0, due=1)

@@ -18,6 +18,8 @@ HEALTH_DAYS = 30
 DEFERRING_WINDOW = timedelta(hours=24)
 #: Passes listed and charted per connector.
 PASSES_SHOWN = 20
+#: Deferring domains listed, most addresses first.
+DEFERRING_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ def gather(store: Store, connectors: Iterable[str], *, now: datetime) -> Figures
         passes={name: store.recent_passes(name, limit=PASSES_SHOWN) for name in names},
         queue=store.queue_depths(names),
         retries=store.retry_depth(now=now),
-        deferring=store.deferring_domains(since=now - DEFERRING_WINDOW),
+        deferring=store.deferring_domains(since=now - DEFERRING_WINDOW, limit=DEFERRING_SHOWN),
         doctor=last_doctor(store),
     )
 

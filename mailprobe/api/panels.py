@@ -16,6 +16,7 @@ from engine.result import Reason
 from ..store import PassRecord, RunOutcome
 from .charts import Series, e, fill_defs, legend, meter_rows, share_bar, stacked_columns, swatch
 from .figures import (
+    DEFERRING_SHOWN,
     DEFERRING_WINDOW,
     HEALTH_DAYS,
     PASSES_SHOWN,
@@ -94,7 +95,11 @@ def _tiles(f: Figures) -> str:
         ("Answers stored", f"{stored:,}", f"{f.by_status.get('valid', 0):,} valid"),
         ("Waiting for verification", f"{waiting:,}", f"{to_write:,} to write back"),
         ("Retries scheduled", f"{f.retries.scheduled:,}", f"{f.retries.due:,} due now"),
-        ("Domains deferring us", f"{len(f.deferring):,}", "in the last 24 hours"),
+        (
+            "Domains deferring us",
+            _at_least(len(f.deferring), DEFERRING_SHOWN),
+            "in the last 24 hours",
+        ),
         ("Pre-flight check", doctor[0], doctor[1]),
     ]
     cells = "".join(
@@ -103,6 +108,11 @@ def _tiles(f: Figures) -> str:
         for k, v, s in tiles
     )
     return f'<ul class="tiles" aria-label="At a glance">{cells}</ul>'
+
+
+def _at_least(count: int, shown: int) -> str:
+    """Return a count of listed items, `20+` when the list was cut at `shown`."""
+    return f"{count:,}+" if count >= shown else f"{count:,}"
 
 
 def _health(f: Figures) -> str:

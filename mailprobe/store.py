@@ -29,7 +29,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from connectors.base import Contact
-from engine.result import Reason, Status, VerificationResult
+from engine.result import Reason, VerificationResult
 
 from .errors import StoreError
 from .freshness import Cached, Decision, Freshness
@@ -298,6 +298,9 @@ class Store:
             db = Database(conn)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # Triggers keep the per-day counts (migration m004); an INSERT OR REPLACE fires the
+            # delete trigger for the row it replaces only with this on.
+            db.execute("PRAGMA recursive_triggers=ON")
             self._migrate(db)
             # Fail now, with a clear message, rather than at the first write of a pass.
             db.execute("BEGIN IMMEDIATE")
@@ -863,25 +866,24 @@ class Store:
     # -- figures for the dashboard (read-only; each stays quick on a million results) --------
 
     def results_by_status(self) -> dict[str, int]:
-        """Return how many stored answers have each status."""
+        """Return how many stored answers have each status (from the per-day counts)."""
         with self._guard():
-            rows = self.db.conn.execute("SELECT status, count(*) FROM results GROUP BY status")
+            rows = self.db.conn.execute(
+                "SELECT status, sum(count) FROM result_days GROUP BY status HAVING sum(count) > 0"
+            )
             return dict(rows.fetchall())
 
     def results_by_day(self, *, since: datetime) -> list[DayCount]:
-        """Return stored answers per status and UTC day of verification, from `since` on.
+        """Return stored answers per status and UTC day of verification, from `since`'s day on.
 
         The store keeps the latest answer per address, so an address verified again counts
         on its latest day only.
         """
-        statuses = [str(status) for status in Status]
-        marks = ",".join("?" * len(statuses))
         with self._guard():
             rows = self.db.conn.execute(
-                "SELECT substr(verified_at, 1, 10) AS day, status, count(*) FROM results"
-                f" WHERE status IN ({marks}) AND verified_at >= ? GROUP BY day, status"
+                "SELECT day, status, count FROM result_days WHERE day >= ? AND count > 0"
                 " ORDER BY day, status",
-                (*statuses, _ts(since)),
+                (_ts(since)[:10],),
             ).fetchall()
         return [DayCount(day, status, count) for day, status, count in rows]
 

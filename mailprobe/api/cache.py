@@ -135,6 +135,8 @@ class StoreCache:
     def __init__(self, store: Store) -> None:
         self._reads = _StoreThread(store, "mailprobe-api-store-read")
         self._writes = _StoreThread(store, "mailprobe-api-store-write")
+        # The dashboard's reads take a while on a big store: never in front of a cached answer.
+        self._figures = _StoreThread(store, "mailprobe-api-store-figures")
 
     async def fresh(self, normalized: str, *, now: datetime) -> VerificationResult | None:
         """Return the store's reusable answer, or None (also when the store fails: logged)."""
@@ -166,10 +168,11 @@ class StoreCache:
         return await self._reads.call(lambda store: store.status_summary(connectors))
 
     async def figures(self, read: Callable[[Store], _T]) -> _T | None:
-        """Return `read(store)` run on the reading connection, off the event loop."""
-        return await self._reads.call(read)
+        """Return `read(store)` run on a connection of its own, off the event loop."""
+        return await self._figures.call(read)
 
     async def aclose(self) -> None:
-        """Close both connections and their threads."""
+        """Close the connections and their threads."""
         await asyncio.to_thread(self._reads.close)
         await asyncio.to_thread(self._writes.close)
+        await asyncio.to_thread(self._figures.close)

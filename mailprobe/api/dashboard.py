@@ -9,8 +9,10 @@ over a network, put TLS in front, as for the API itself.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -21,11 +23,14 @@ from starlette.routing import Route
 from ..errors import StoreError
 from .cache import ResultCache
 from .errors import RequestError
-from .figures import gather
+from .figures import Figures, gather
 from .keys import KeyRing, presented_key
 from .panels import page
 
 log = logging.getLogger(__package__)  # "mailprobe.api", the one logger of the whole API
+
+#: How long one read of the store's figures serves every dashboard request.
+FIGURES_TTL_S = 10.0
 
 #: No script, no outside resource, no framing: the page is HTML, inline styles and SVG.
 _HEADERS = {
@@ -46,6 +51,8 @@ class Dashboard:
         self._keys = keys
         self._cache = cache
         self._connectors = list(connectors)
+        self._reading = asyncio.Lock()
+        self._last: tuple[float, Figures | None] | None = None
 
     def routes(self) -> list[Route]:
         """Return the dashboard's route, left out of the API's description."""
@@ -54,13 +61,23 @@ class Dashboard:
     async def page(self, request: Request) -> Response:
         """Return the dashboard; 401 asking for HTTP Basic when keys are set and none matches."""
         self._admit(request)
-        read = functools.partial(gather, connectors=self._connectors, now=datetime.now(UTC))
         try:
-            html = page(await self._cache.figures(read))
+            html = page(await self._figures())
         except StoreError as exc:
             log.warning("dashboard figures unavailable: %s", exc)
             html = page(None, problem=str(exc))
         return HTMLResponse(html, headers=_HEADERS)
+
+    async def _figures(self) -> Figures | None:
+        """Return the figures, read again when the last read is older than FIGURES_TTL_S:
+        many open dashboards, each refreshing every minute, then cost one read between them."""
+        async with self._reading:
+            if self._last is not None and time.monotonic() - self._last[0] < FIGURES_TTL_S:
+                return self._last[1]
+            read = functools.partial(gather, connectors=self._connectors, now=datetime.now(UTC))
+            figures = await self._cache.figures(read)
+            self._last = (time.monotonic(), figures)
+            return figures
 
     def _admit(self, request: Request) -> None:
         if not self._keys.required:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlite_utils import Database
 from starlette.applications import Starlette
 
 from connectors.base import Contact
@@ -32,6 +33,7 @@ from mailprobe.api import charts
 from mailprobe.api import figures as figures_module
 from mailprobe.api.figures import DoctorCheck, DoctorReport, Figures, gather
 from mailprobe.api.panels import page
+from mailprobe.migrations import migrations
 from mailprobe.settings import ApiSettings, AppSettings, StoreSettings
 from mailprobe.store import RetryDepth, RunCounts, RunOutcome, Store
 from tests.browser import Rendered, chromium_path, running_browser
@@ -404,3 +406,29 @@ def test_retry_depth_splits_unknown_answers_by_retry_time(tmp_path: Path) -> Non
         store.save_result(answer("b@x.test", Status.VALID, Reason.ACCEPTED, at=NOW), now=NOW)
         assert store.retry_depth(now=NOW) == RetryDepth(scheduled=1, due=0)
         assert store.retry_depth(now=NOW + timedelta(days=2)) == RetryDepth(scheduled=0, due=1)
+
+
+def test_per_day_counts_are_built_for_a_store_of_an_older_schema(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m004_dashboard_figures")
+    for n, status in enumerate(["valid", "valid", "invalid"]):
+        old.execute(
+            "INSERT INTO results (normalized, result_json, status, reason, verified_at,"
+            " expires_at, checked_at) VALUES (?, '{}', ?, 'accepted', ?, ?, ?)",
+            (f"u{n}@x.test", status, *["2026-11-27T12:00:00.000000Z"] * 3),
+        )
+    old.close()
+    with Store(path) as store:  # opening migrates, counting what is already stored
+        assert store.results_by_status() == {"valid": 2, "invalid": 1}
+        by_day = store.results_by_day(since=datetime(2026, 11, 1, tzinfo=UTC))
+        assert [(c.day, c.status, c.count) for c in by_day] == [
+            ("2026-11-27", "invalid", 1), ("2026-11-27", "valid", 2)
+        ]  # fmt: skip
+
+
+def test_per_day_counts_follow_answers_deleted_by_any_verb(seeded: Store) -> None:
+    before = seeded.results_by_status()
+    # What a data-protection request does to one address, whichever verb does it.
+    seeded.db.execute("DELETE FROM results WHERE normalized = 'p0@strict.test'")
+    assert seeded.results_by_status() == {**before, "unknown": before["unknown"] - 1}

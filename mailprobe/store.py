@@ -299,7 +299,8 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             # Triggers keep the per-day counts (migration m004); an INSERT OR REPLACE fires the
-            # delete trigger for the row it replaces only with this on.
+            # delete trigger for the row it replaces only with this on. sqlite-utils' Database
+            # sets it too, by default; the counts depend on it, so it is said here.
             db.execute("PRAGMA recursive_triggers=ON")
             self._migrate(db)
             # Fail now, with a clear message, rather than at the first write of a pass.

@@ -336,7 +336,8 @@ def serve(ctx: click.Context, listen: str | None, no_store: bool) -> None:
     """Run the real-time verification HTTP API alone, until SIGTERM or Ctrl-C.
 
     Answers are cached in the store (store.path, shared with `mailprobe run`) unless --no-store.
-    Without api.keys it only listens on loopback. Reference at http://HOST:PORT/docs.
+    Without api.keys it only listens on loopback. Dashboard at http://HOST:PORT/, reference at
+    /docs.
     """
     import asyncio
 

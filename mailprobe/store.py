@@ -29,7 +29,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from connectors.base import Contact
-from engine.result import VerificationResult
+from engine.result import Reason, VerificationResult
 
 from .errors import StoreError
 from .freshness import Cached, Decision, Freshness
@@ -176,6 +176,74 @@ class StatusSummary:
     results_by_status: Mapping[str, int] = field(default_factory=dict)
 
 
+# -- figures for the dashboard (read-only) ------------------------------------------------------
+
+#: Unknown answers that mean a server is deferring or refusing *us*, not the address.
+DEFERRING_REASONS: tuple[Reason, ...] = (
+    Reason.GREYLISTED,
+    Reason.RATE_LIMITED,
+    Reason.TEMPORARY_FAILURE,
+    Reason.BLOCKED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """How many stored answers of one status were verified on one UTC day."""
+
+    day: str  # 2026-11-27
+    status: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PassRecord:
+    """One logged pass of a connector and what it did."""
+
+    id: int
+    connector: str
+    kind: str  # pass, retry
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: RunOutcome
+    counts: RunCounts
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeferringDomain:
+    """A domain whose servers lately deferred or refused our checks."""
+
+    domain: str
+    reasons: Mapping[str, int]  # addresses per DEFERRING_REASONS member
+    last_checked: datetime
+    last_reply: str | None  # the latest such answer's server reply, as the server sent it
+    mx_host: str | None
+    provider: str | None
+
+    @property
+    def addresses(self) -> int:
+        """Return how many addresses of the domain are affected."""
+        return sum(self.reasons.values())
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """What one connector waits for."""
+
+    connector: str
+    waiting: int  # addresses queued for verification
+    to_write: int  # contacts whose answer waits to be written back
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDepth:
+    """Unknown answers by when they are asked again."""
+
+    scheduled: int  # their retry time is still ahead
+    due: int  # their retry time has passed: the next retry pass queues them
+
+
 _HINTS: tuple[tuple[str, str], ...] = (
     (
         "file is not a database",
@@ -230,6 +298,10 @@ class Store:
             db = Database(conn)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # Triggers keep the per-day counts (migration m004); an INSERT OR REPLACE fires the
+            # delete trigger for the row it replaces only with this on. sqlite-utils' Database
+            # sets it too, by default; the counts depend on it, so it is said here.
+            db.execute("PRAGMA recursive_triggers=ON")
             self._migrate(db)
             # Fail now, with a clear message, rather than at the first write of a pass.
             db.execute("BEGIN IMMEDIATE")
@@ -792,6 +864,107 @@ class Store:
             errors=totals[2],
         )
 
+    # -- figures for the dashboard (read-only; each stays quick on a million results) --------
+
+    def results_by_status(self) -> dict[str, int]:
+        """Return how many stored answers have each status (from the per-day counts)."""
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT status, sum(count) FROM result_days GROUP BY status HAVING sum(count) > 0"
+            )
+            return dict(rows.fetchall())
+
+    def results_by_day(self, *, since: datetime) -> list[DayCount]:
+        """Return stored answers per status and UTC day of verification, from `since`'s day on.
+
+        The store keeps the latest answer per address, so an address verified again counts
+        on its latest day only.
+        """
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT day, status, count FROM result_days WHERE day >= ? AND count > 0"
+                " ORDER BY day, status",
+                (_ts(since)[:10],),
+            ).fetchall()
+        return [DayCount(day, status, count) for day, status, count in rows]
+
+    def pass_connectors(self) -> list[str]:
+        """Return the names of connectors with logged passes, sorted."""
+        with self._guard():
+            return _column(self.db.conn, "runs")
+
+    def recent_passes(self, connector: str, *, limit: int = 20) -> list[PassRecord]:
+        """Return a connector's latest logged passes, newest first."""
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT id, connector, kind, started_at, ended_at, outcome, pulled, queued,"
+                " verified, written, failed, error FROM runs WHERE connector = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (connector, limit),
+            ).fetchall()
+        return [_pass_from(row) for row in rows]
+
+    def queue_depths(self, connectors: Iterable[str]) -> list[QueueDepth]:
+        """Return, per connector, the addresses waiting for verification and the write-backs."""
+        depths = []
+        with self._guard():
+            for name in connectors:
+                waiting = self._one("SELECT count(*) FROM queue WHERE connector = ?", (name,))
+                to_write = self._one(
+                    "SELECT count(*) FROM contacts WHERE connector = ? AND state = ?",
+                    (name, ContactState.TO_WRITE),
+                )
+                depths.append(QueueDepth(name, waiting[0], to_write[0]))
+        return depths
+
+    def retry_depth(self, *, now: datetime) -> RetryDepth:
+        """Return how many unknown answers wait for their retry time, and how many are due."""
+        with self._guard():
+            # The partial index holds just the unknown answers; without statistics SQLite would
+            # pick results_by_status and read every row. status = 'unknown' must be literal.
+            row = self._one(
+                "SELECT coalesce(sum(expires_at > ?), 0), coalesce(sum(expires_at <= ?), 0)"
+                " FROM results INDEXED BY results_unknown WHERE status = 'unknown'",
+                (_ts(now), _ts(now)),
+            )
+        return RetryDepth(scheduled=row[0], due=row[1])
+
+    def deferring_domains(self, *, since: datetime, limit: int = 20) -> list[DeferringDomain]:
+        """Return the domains with the most addresses deferred or refused since `since`.
+
+        Counted from the stored answers checked since then whose reason is in
+        DEFERRING_REASONS; the latest one's server reply says what the server said.
+        """
+        reasons = [str(reason) for reason in DEFERRING_REASONS]
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT mp_domain(normalized) AS domain, reason, count(*), max(checked_at),"
+                " normalized FROM results INDEXED BY results_unknown"
+                " WHERE status = 'unknown' AND checked_at >= ?"
+                f" AND reason IN ({','.join('?' * len(reasons))}) GROUP BY domain, reason",
+                (_ts(since), *reasons),
+            ).fetchall()
+            return [self._deferring(*found) for found in _top_domains(rows, limit)]
+
+    def _deferring(
+        self, domain: str, reasons: dict[str, int], last: tuple[str, str]
+    ) -> DeferringDomain:
+        checked_at, normalized = last
+        row = self._one("SELECT result_json FROM results WHERE normalized = ?", (normalized,))
+        facts = self._one("SELECT mx_host, provider FROM domains WHERE domain = ?", (domain,))
+        smtp = json.loads(row[0])["checks"].get("smtp") if row else None
+        reply = None
+        if smtp and smtp.get("response_code"):
+            reply = f"{smtp['response_code']} {smtp.get('response_message') or ''}".strip()
+        return DeferringDomain(
+            domain=domain,
+            reasons=reasons,
+            last_checked=_dt(checked_at),
+            last_reply=reply,
+            mx_host=(facts[0] if facts else None) or (smtp or {}).get("mx_host"),
+            provider=(facts[1] if facts else None) or (smtp or {}).get("smtp_provider"),
+        )
+
 
 def _column(conn: sqlite3.Connection, table: str) -> list[str]:
     return [row[0] for row in conn.execute(f"SELECT DISTINCT connector FROM {table} ORDER BY 1")]
@@ -807,3 +980,30 @@ def _cached_from(row: Sequence[Any]) -> Cached:
 
 def _file_from(row: Sequence[Any]) -> CsvFileRecord:
     return CsvFileRecord(row[0], row[1], row[2], row[3], CsvFileState(row[4]), row[5], row[6])
+
+
+def _pass_from(row: Sequence[Any]) -> PassRecord:
+    return PassRecord(
+        id=row[0],
+        connector=row[1],
+        kind=row[2],
+        started_at=_dt(row[3]),
+        ended_at=_dt(row[4]) if row[4] else None,
+        outcome=RunOutcome(row[5]),
+        counts=RunCounts(*row[6:11]),
+        error=row[11],
+    )
+
+
+def _top_domains(
+    rows: Iterable[Sequence[Any]], limit: int
+) -> list[tuple[str, dict[str, int], tuple[str, str]]]:
+    """Return (domain, addresses per reason, latest (checked_at, normalized)), most first."""
+    found: dict[str, tuple[dict[str, int], tuple[str, str]]] = {}
+    for domain, reason, count, checked_at, normalized in rows:
+        reasons, last = found.setdefault(domain, ({}, (checked_at, normalized)))
+        reasons[reason] = count
+        if (checked_at, normalized) > last:
+            found[domain] = (reasons, (checked_at, normalized))
+    ranked = sorted(found.items(), key=lambda item: (-sum(item[1][0].values()), item[0]))
+    return [(domain, reasons, last) for domain, (reasons, last) in ranked[:limit]]

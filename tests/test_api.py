@@ -8,6 +8,7 @@ verification in flight) instead of sleeping. One test runs `mailprobe serve` as 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -380,7 +381,8 @@ async def test_engine_bug_answers_a_json_500_without_details(start_api: Start) -
         ({}, 401),
         ({"Authorization": "Bearer wrong-key"}, 401),
         ({"X-API-Key": KEY1[:-1]}, 401),
-        ({"Authorization": f"Basic {KEY1}"}, 401),
+        ({"Authorization": f"Basic {KEY1}"}, 401),  # not base64 of user:password
+        ({"Authorization": "Basic " + base64.b64encode(f"ops:{KEY1}".encode()).decode()}, 200),
         ({"Authorization": f"Bearer {KEY1}"}, 200),
         ({"authorization": f"bearer {KEY2}"}, 200),
         ({"X-API-Key": KEY2}, 200),
@@ -634,8 +636,9 @@ async def test_openapi_lists_the_endpoints_and_docs_need_no_internet(start_api: 
         spec["components"]["schemas"]["Result"]["properties"]
     )
     page = await served.client.get("/docs")
-    assert page.status_code == 200 and "/v1/verify/batch" in page.text
-    assert "<script" not in page.text and "src=" not in page.text and "//cdn" not in page.text
+    assert page.status_code == 200 and 'url: "openapi.json"' in page.text
+    # Swagger UI from this server (tests/test_dashboard.py renders it in Chromium).
+    assert "//" not in page.text
 
 
 # Listening ------------------------------------------------------------------------------------

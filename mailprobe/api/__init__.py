@@ -9,6 +9,7 @@ never logs API keys, Authorization headers, query strings or addresses.
     POST /v1/verify         {"email": …, "timeout_ms": …}
     POST /v1/verify/batch   {"emails": [… at most 100], "timeout_ms": …}   a list, input order
     GET  /healthz  /readyz  /metrics  /openapi.json  /docs
+    GET  /                  the operator's dashboard (HTML)
 
 A caller's deadline bounds its wait, never the verification: when it passes before the SMTP
 answer, the answer is `unknown/timeout` with what is known so far (`"partial": true`) and the
@@ -24,14 +25,18 @@ verification goes on in the background, so the next call answers from the cache.
     partial.py        partial answers, and the one reach into the engine's mail router
     cache.py          the result cache: the store's, or in memory
     metrics.py        Prometheus metrics and the per-request log line
-    docs.py           /openapi.json and the /docs page
+    docs.py           /openapi.json and the /docs page (Swagger UI, served from here)
+    dashboard.py      the operator's dashboard at /, and how a browser presents a key
+    figures.py        what the dashboard shows, read from the store
+    panels.py         the dashboard page as HTML
+    charts.py         inline SVG charts
     listen.py         api.listen checked and bound
     server.py         uvicorn, signals, serve() and the daemon's start_api()
 """
 
 from .app import create_app
 from .cache import MemoryCache, ResultCache, StoreCache
-from .docs import docs_page
+from .docs import swagger_ui_assets
 from .endpoints import READY_TIMEOUT_S
 from .errors import Problem, RequestError
 from .keys import KeyRing, presented_key
@@ -82,7 +87,6 @@ __all__ = [
     "VerifyRequest",
     "bind",
     "create_app",
-    "docs_page",
     "listen_address",
     "partial_result",
     "presented_key",
@@ -92,5 +96,6 @@ __all__ = [
     "serve",
     "serve_app",
     "start_api",
+    "swagger_ui_assets",
     "validate",
 ]

@@ -17,8 +17,10 @@ from ..daemon import freshness_for
 from ..settings import AppSettings
 from ..store import Store
 from .cache import MemoryCache, ResultCache, StoreCache
+from .dashboard import Dashboard
 from .endpoints import Endpoints
 from .errors import EXCEPTION_HANDLERS
+from .keys import KeyRing
 from .metrics import ApiMetrics, Observe
 from .verifications import Verifications
 
@@ -56,8 +58,9 @@ def create_app(
             if own_verifier:
                 await engine.aclose()
 
+    dashboard = Dashboard(KeyRing(settings.api.keys), cache, connectors=settings.connectors)
     app = Starlette(
-        routes=endpoints.routes(),
+        routes=[*endpoints.routes(), *dashboard.routes()],
         middleware=[Middleware(Observe, metrics=metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

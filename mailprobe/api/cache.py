@@ -43,6 +43,10 @@ class ResultCache(Protocol):
         """Return the store's queue and pass figures for /metrics, None without a store."""
         ...
 
+    async def figures(self, read: Callable[[Store], _T]) -> _T | None:
+        """Return `read(store)` run on a store connection (the dashboard), None without a store."""
+        ...
+
     async def aclose(self) -> None:
         """Release what the cache holds."""
         ...
@@ -79,6 +83,10 @@ class MemoryCache:
 
     async def summary(self, connectors: Sequence[str]) -> StatusSummary | None:
         """Return None: there is no store to report on."""
+        return None
+
+    async def figures(self, read: Callable[[Store], _T]) -> _T | None:
+        """Return None: there is no store to read."""
         return None
 
     async def aclose(self) -> None:
@@ -127,6 +135,8 @@ class StoreCache:
     def __init__(self, store: Store) -> None:
         self._reads = _StoreThread(store, "mailprobe-api-store-read")
         self._writes = _StoreThread(store, "mailprobe-api-store-write")
+        # The dashboard's reads take a while on a big store: never in front of a cached answer.
+        self._figures = _StoreThread(store, "mailprobe-api-store-figures")
 
     async def fresh(self, normalized: str, *, now: datetime) -> VerificationResult | None:
         """Return the store's reusable answer, or None (also when the store fails: logged)."""
@@ -157,7 +167,12 @@ class StoreCache:
         """Return the store's per-connector figures."""
         return await self._reads.call(lambda store: store.status_summary(connectors))
 
+    async def figures(self, read: Callable[[Store], _T]) -> _T | None:
+        """Return `read(store)` run on a connection of its own, off the event loop."""
+        return await self._figures.call(read)
+
     async def aclose(self) -> None:
-        """Close both connections and their threads."""
+        """Close the connections and their threads."""
         await asyncio.to_thread(self._reads.close)
         await asyncio.to_thread(self._writes.close)
+        await asyncio.to_thread(self._figures.close)

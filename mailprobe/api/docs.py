@@ -1,20 +1,23 @@
-"""The API's own description: /openapi.json, and /docs rendered from it as one HTML page.
+"""The API's own description: /openapi.json, and /docs rendering it with Swagger UI.
 
 Owns the OpenAPI document around the handlers' docstring operations (schemas come from the
-types themselves) and the reference page, which loads nothing from outside: a closed network
-cannot reach a CDN.
+types themselves) and the reference page. Swagger UI's assets come from the `swagger-ui-py`
+package and are served from here: a closed network cannot reach a CDN, and nothing on the
+page loads from outside (its validator badge, which would, is switched off).
 """
 
 from __future__ import annotations
 
-import html
+import importlib.resources
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
 
 from engine.result import VerificationResult
 
@@ -28,17 +31,18 @@ class Reference:
         self._schemas = SchemaGenerator(_openapi_base())
         self._spec: dict[str, Any] | None = None
 
-    def routes(self) -> list[Route]:
-        """Return the two reference routes, left out of the description they serve."""
+    def routes(self) -> list[BaseRoute]:
+        """Return the reference routes and Swagger UI's assets, left out of the description."""
         return [
             Route("/openapi.json", self.openapi, methods=["GET"], include_in_schema=False),
             Route("/docs", self.docs, methods=["GET"], include_in_schema=False),
+            Mount("/docs/assets", StaticFiles(directory=swagger_ui_assets()), name="docs-assets"),
         ]
 
     def _openapi_spec(self, request: Request) -> dict[str, Any]:
         # Built once: parsing the docstrings' YAML takes tens of milliseconds.
         if self._spec is None:
-            self._spec = self._schemas.get_schema(routes=request.app.routes)
+            self._spec = _tagged(self._schemas.get_schema(routes=request.app.routes))
         return self._spec
 
     async def openapi(self, request: Request) -> Response:
@@ -46,8 +50,21 @@ class Reference:
         return JSONResponse(self._openapi_spec(request))
 
     async def docs(self, request: Request) -> Response:
-        """Return the API reference as one self-contained HTML page (no external assets)."""
-        return HTMLResponse(docs_page(self._openapi_spec(request)))
+        """Return the API reference: Swagger UI, served from here, reading /openapi.json."""
+        return HTMLResponse(DOCS_PAGE, headers={"Cache-Control": "no-cache"})
+
+
+def _tagged(spec: dict[str, Any]) -> dict[str, Any]:
+    """Return `spec` with each operation in a group: the reference lists them under its name."""
+    for path, operations in spec.get("paths", {}).items():
+        tag = "Verification" if path.startswith("/v1/") else "Operations"
+        for operation in operations.values():
+            operation.setdefault("tags", [tag])
+    spec["tags"] = [
+        {"name": "Verification", "description": "Verify addresses, one or up to 100 at a time."},
+        {"name": "Operations", "description": "Liveness, readiness and metrics."},
+    ]
+    return spec
 
 
 def _openapi_base() -> dict[str, Any]:
@@ -65,6 +82,11 @@ def _openapi_base() -> dict[str, Any]:
     }
     result["required"] += ["cached", "partial"]
     schemas["Result"] = result
+    # Docstrings become descriptions; these two speak of our own files, not of the API.
+    result["description"] = "The answer for one address: its status, why, and every check."
+    schemas["Reason"]["description"] = (
+        "Why the status is what it is; the README's table lists each reason with its status."
+    )
     for model in (VerifyRequest, BatchRequest):
         schema = model.model_json_schema(ref_template=ref)
         schemas.update(schema.pop("$defs", {}))
@@ -90,7 +112,9 @@ def _openapi_base() -> dict[str, Any]:
         "info": {
             "title": "mailprobe",
             "version": "1",
-            "description": "Real-time email address verification, without sending mail.",
+            "description": "Real-time email address verification, without sending mail. When "
+            "the server has API keys, send one as `Authorization: Bearer <key>` or "
+            "`X-API-Key: <key>` (Authorize, below).",
         },
         "components": {
             "schemas": schemas,
@@ -121,7 +145,7 @@ def _openapi_base() -> dict[str, Any]:
             },  # fmt: skip
             "responses": {
                 "Result": {
-                    "description": "The result (design.md's JSON plus `cached` and `partial`).",
+                    "description": "The verification result, plus `cached` and `partial`.",
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Result"}}
                     },
@@ -145,72 +169,38 @@ def _openapi_base() -> dict[str, Any]:
     }
 
 
-def _ref_name(node: Any) -> str:
-    if isinstance(node, dict) and "$ref" in node:
-        return str(node["$ref"]).rsplit("/", 1)[-1]
-    return ""
+def swagger_ui_assets() -> Path:
+    """Return the folder of Swagger UI's files inside the installed `swagger-ui-py` package."""
+    return Path(str(importlib.resources.files("swagger_ui") / "static"))
 
 
-def _resolved(node: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
-    """Return the component a `$ref` node points to, or the node itself."""
-    return section.get(_ref_name(node), node)
-
-
-def _parameters_html(op: dict[str, Any], components: dict[str, Any]) -> str:
-    e = html.escape
-    params = [_resolved(p, components["parameters"]) for p in op.get("parameters", [])]
-    if not params:
-        return ""
-    rows = "".join(
-        f"<tr><td><code>{e(p['name'])}</code></td><td>{e(p['in'])}</td>"
-        f"<td>{'yes' if p.get('required') else 'no'}</td><td>{e(p.get('description', ''))}</td>"
-        "</tr>"
-        for p in params
-    )
-    return f"<table><tr><th>parameter</th><th>in</th><th>required</th><th></th></tr>{rows}</table>"
-
-
-def _operation_html(method: str, path: str, op: dict[str, Any], spec: dict[str, Any]) -> str:
-    """Return one operation as an HTML section."""
-    e = html.escape
-    components = spec["components"]
-    body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-    body_name = _ref_name(body.get("schema"))
-    body_html = ""
-    if body_name:
-        fields = components["schemas"][body_name].get("properties", {})
-        listed = ", ".join(f"<code>{e(name)}</code>" for name in fields)
-        body_html = f"<p>JSON body <b>{e(body_name)}</b>: {listed}</p>"
-    answers = "".join(
-        f"<li><code>{e(code)}</code> "
-        f"{e(_resolved(answer, components['responses']).get('description', ''))}</li>"
-        for code, answer in op.get("responses", {}).items()
-    )
-    return (
-        f"<section><h2><span class=m>{e(method.upper())}</span> <code>{e(path)}</code></h2>"
-        f"<p><b>{e(op.get('summary', ''))}</b></p><p>{e(op.get('description', ''))}</p>"
-        f"{_parameters_html(op, components)}{body_html}<ul>{answers}</ul></section>"
-    )
-
-
-def docs_page(spec: dict[str, Any]) -> str:
-    """Return the API reference as HTML rendered here: a closed network cannot load a CDN."""
-    sections = "".join(
-        _operation_html(method, path, op, spec)
-        for path, operations in spec["paths"].items()
-        for method, op in operations.items()
-    )
-    result = spec["components"]["schemas"]["Result"]["properties"]
-    result_fields = ", ".join(f"<code>{html.escape(name)}</code>" for name in result)
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>mailprobe API</title><style>"
-        "body{font:15px/1.5 system-ui,sans-serif;max-width:56em;margin:2em auto;padding:0 1em}"
-        "section{border-top:1px solid #ccc;padding:.5em 0}.m{background:#246;color:#fff;"
-        "padding:0 .4em;border-radius:3px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left}</style></head><body>"
-        f"<h1>mailprobe API</h1><p>{html.escape(spec['info']['description'])} Authenticate "
-        "with <code>Authorization: Bearer &lt;key&gt;</code> or <code>X-API-Key</code> when "
-        'keys are configured. Errors are JSON: <code>{"error", "message"}</code>. '
-        'The machine-readable description is at <a href="openapi.json">/openapi.json</a>.</p>'
-        f"<p>A result carries: {result_fields}.</p>{sections}</body></html>"
-    )
+#: The reference page: Swagger UI's shell. Paths are relative, so the API also works behind a
+#: proxy that serves it under a prefix. "Try it out" sends real requests to this API.
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mailprobe API reference</title>
+<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+<style>body{margin:0} .swagger-ui .info{margin:30px 0 20px}</style>
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({
+  url: "openapi.json",
+  dom_id: "#swagger-ui",
+  layout: "BaseLayout",
+  deepLinking: true,
+  validatorUrl: null,
+  defaultModelsExpandDepth: 0,
+  displayRequestDuration: true,
+  presets: [SwaggerUIBundle.presets.apis],
+});
+</script>
+</body>
+</html>
+"""

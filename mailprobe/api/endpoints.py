@@ -15,7 +15,7 @@ import secrets
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from engine.errors import DnsError
 from engine.mx import MailRouter
@@ -61,7 +61,7 @@ class Endpoints:
         self._readiness_router = MailRouter(settings.engine)
         self._reference = Reference()
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         """Return the routes, API first."""
         return [
             Route("/v1/verify", self.verify_get, methods=["GET"]),

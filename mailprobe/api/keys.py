@@ -6,6 +6,8 @@ a request needs a key, and the 401 answer, are the endpoints' business.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -15,14 +17,25 @@ from starlette.requests import Request
 
 
 def presented_key(request: Request) -> bytes | None:
-    """Return the key the caller sent (`Authorization: Bearer …` or `X-API-Key`), as bytes."""
+    """Return the key the caller sent, as bytes: `Authorization: Bearer …`, `X-API-Key`, or
+    HTTP Basic's password (any user name), which is how a browser sends it (the dashboard)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        return _basic_password(token.strip())
     if scheme.lower() == "bearer" and token.strip():
         text = token.strip()
     else:
         text = request.headers.get("x-api-key", "").strip()
     # Starlette decodes headers as Latin-1: encoding back gives the bytes that were sent.
     return text.encode("latin-1") if text else None
+
+
+def _basic_password(token: str) -> bytes | None:
+    try:
+        decoded = base64.b64decode(token, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return decoded.partition(b":")[2] or None
 
 
 class KeyRing:

@@ -100,7 +100,7 @@ def _listening(settings: AppSettings) -> socket.socket:
     sock = bind(host, port)
     bound = sock.getsockname()
     url = f"http://{f'[{bound[0]}]' if ':' in bound[0] else bound[0]}:{bound[1]}"
-    log.info("API listening on %s (reference at %s/docs)", url, url)
+    log.info("API listening on %s (dashboard at %s/, reference at %s/docs)", url, url, url)
     return sock
 
 

@@ -425,9 +425,35 @@ class Pipeline:
             await self._csv_file(drop, path, tally)
 
     async def _csv_file(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
+        """Work one dropped file; whatever goes wrong with it, the pass goes on to the next.
+
+        Only the store failing stops the pass (no file can be worked without it).
+        """
+        try:
+            await self._csv_file_steps(drop, path, tally)
+        except StoreError:
+            raise
+        except FileNotFoundError:
+            # Removed (or moved) by someone between listing and reading: nothing to do.
+            log.warning(
+                "file gone before it was read", extra={"connector": drop.name, "file": path.name}
+            )
+        except Exception:
+            log.exception("file failed", extra={"connector": drop.name, "file": path.name})
+            tally.failed += 1
+            with suppress(OSError):
+                self._fail_file(
+                    drop,
+                    path,
+                    None,
+                    "internal error while verifying this file "
+                    "(the service log has the details); drop it again to retry",
+                )
+
+    async def _csv_file_steps(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
         name, folder = drop.name, drop.folder
         record = self.store.take_csv_file(
-            name, path.name, size=path.stat().st_size, now=self.clock()
+            name, path.name, size=path.lstat().st_size, now=self.clock()
         )
         if record.state is not CsvFileState.WRITTEN:
             try:
@@ -477,9 +503,12 @@ class Pipeline:
         )
         return True
 
-    def _fail_file(self, drop: CsvDrop, path: Path, record: CsvFileRecord, reason: str) -> None:
+    def _fail_file(
+        self, drop: CsvDrop, path: Path, record: CsvFileRecord | None, reason: str
+    ) -> None:
         moved = drop.folder.fail(path, reason)
-        self.store.set_csv_file(record.id, CsvFileState.FAILED, error=reason, now=self.clock())
+        if record is not None:
+            self.store.set_csv_file(record.id, CsvFileState.FAILED, error=reason, now=self.clock())
         log.warning(
             "file failed",
             extra={

@@ -1,0 +1,161 @@
+"""Hostile input (issue 11): servers, files, tokens and callers that try to break or misuse us.
+
+Each test plays the attacker or the careless colleague over real sockets and real files: a
+server answering with bytes that are not UTF-8, a symlink in the drop folder, a token with a
+newline, an IPv6 form of an internal address, a page in a browser rebinding DNS to the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import EngineSettings, Verifier
+from mailprobe.pipeline import Pipeline
+from mailprobe.store import RunOutcome, Store
+from tests.fakes.dns import DnsServer, running_dns_server
+from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
+from tests.test_api import Start, start_api  # noqa: F401  (a fixture)
+from tests.test_pipeline import Clock, FakeVerifier, csv_drop, drop_in, read_output
+
+ROOT = Path(__file__).resolve().parents[1]
+MX_IP = "127.0.0.2"
+#: A refusal whose text holds bytes that are not UTF-8, a terminal escape and a NUL.
+HOSTILE_REPLY = "550 5.1.1 <bad@acme.test> unknown \udcff\udcfe user \x1b[2J\x00 gone"
+
+
+def _hostile_rcpt(recipient: str) -> str | None:
+    return HOSTILE_REPLY if recipient.startswith("bad@") else None
+
+
+def _hostile_server(host: str = MX_IP) -> ScriptedSmtp:
+    return ScriptedSmtp(host, mailboxes={"john@acme.test"}, rcpt=_hostile_rcpt)
+
+
+def _engine(dns: DnsServer, port: int) -> EngineSettings:
+    return EngineSettings(
+        helo_hostname="probe.example.test",
+        dns=dns.dns_settings(timeout_s=2),
+        smtp={"port": port, "allowed_private_networks": ["127.0.0.0/8"]},
+        syntax={"allow_test_domains": True},
+    )
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run `mailprobe ARGS`, output kept as bytes so a test can check they are UTF-8."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MAILPROBE_")}
+    command = [sys.executable, "-c", "from mailprobe.cli import main; main(prog_name='mailprobe')"]
+    return subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        env={**base, "PYTHONPATH": str(ROOT), **env},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def hostile_world() -> Iterator[dict[str, str]]:
+    """Yield the environment of a world whose acme.test MX answers with non-UTF-8 bytes."""
+    server = _hostile_server()
+    with running_dns_server() as dns, running_smtp_server(server) as first:
+        dns.add_mx("acme.test", 10, "mx.acme.test")
+        dns.add("mx.acme.test", "A", MX_IP)
+        yield {
+            "MAILPROBE_ENGINE__HELO_HOSTNAME": "probe.example.test",
+            "MAILPROBE_ENGINE__DNS__NAMESERVERS": json.dumps([dns.host]),
+            "MAILPROBE_ENGINE__DNS__PORT": str(dns.port),
+            "MAILPROBE_ENGINE__SMTP__PORT": str(first.port),
+            "MAILPROBE_ENGINE__SMTP__ALLOWED_PRIVATE_NETWORKS": '["127.0.0.0/8"]',
+            "MAILPROBE_ENGINE__SYNTAX__ALLOW_TEST_DOMAINS": "true",
+            "MAILPROBE_LOG__LEVEL": "WARNING",
+        }
+    assert "DATA" not in server.commands
+
+
+# 1. Reply bytes that are not UTF-8 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_non_utf8_reply_still_gives_valid_utf8_json_from_verify(
+    hostile_world: dict[str, str], tmp_path: Path, fmt: str
+) -> None:
+    run = _cli(
+        "verify", "--format", fmt, "bad@acme.test", "john@acme.test",
+        env=hostile_world, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stderr.decode("utf-8", "replace")
+    text = run.stdout.decode("utf-8")  # strict: raises on any byte that is not UTF-8
+    results = (
+        [json.loads(line) for line in text.splitlines()] if fmt == "jsonl" else json.loads(text)
+    )
+    by_email = {result["email"]: result for result in results}
+    bad = by_email["bad@acme.test"]
+    assert (bad["status"], bad["reason"]) == ("invalid", "mailbox_not_found")
+    message = bad["checks"]["smtp"]["response_message"]
+    assert "\ufffd\ufffd user" in message and "\x1b" not in message and "\x00" not in message
+    assert by_email["john@acme.test"]["status"] == "valid"
+
+
+async def test_non_utf8_reply_never_fails_an_api_batch(start_api: Start) -> None:  # noqa: F811
+    served = await start_api(smtp=_hostile_server())
+
+    response = await served.client.post(
+        "/v1/verify/batch", json={"emails": ["bad@acme.test", "john@acme.test"]}
+    )
+
+    assert response.status_code == 200, response.text
+    first, second = response.json()
+    assert (first["status"], first["reason"]) == ("invalid", "mailbox_not_found")
+    assert "\ufffd" in first["checks"]["smtp"]["response_message"]
+    assert second["status"] == "valid"
+
+
+async def test_non_utf8_reply_never_blocks_the_drop_folder(
+    tmp_path: Path, dns_server: DnsServer, smtp_server: Callable[..., Awaitable[ScriptedSmtp]]
+) -> None:
+    smtp = await smtp_server(_hostile_server())
+    dns_server.add_mx("acme.test", 10, "mx.acme.test")
+    dns_server.add("mx.acme.test", "A", MX_IP)
+    drop_in(tmp_path, "a.csv", [("email",), ("bad@acme.test",)])
+    drop_in(tmp_path, "b.csv", [("email",), ("john@acme.test",)])
+
+    with Store(tmp_path / "state.db") as store:
+        async with Verifier(_engine(dns_server, smtp.port)) as verifier:
+            report = await Pipeline(store, verifier).run_pass(csv_drop(tmp_path))
+        cached = store.cached("bad@acme.test")
+
+    assert report.outcome is RunOutcome.OK, report.error
+    [bad] = read_output(tmp_path, "a.verified.csv")
+    assert bad["mailprobe_status"] == "invalid" and "\ufffd" in bad["mailprobe_smtp_reply"]
+    assert [row["mailprobe_status"] for row in read_output(tmp_path, "b.verified.csv")] == ["valid"]
+    assert cached is not None
+    assert "\x1b" not in json.dumps(cached.result.to_json(), ensure_ascii=False)
+    cached.result.to_json()["checks"]["smtp"]["response_message"].encode("utf-8")
+
+
+async def test_file_removed_between_listing_and_reading_does_not_block_the_others(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    for name in ("a.csv", "b.csv", "c.csv"):
+        drop_in(tmp_path, name, [("email",), (f"ann@{name[0]}.test",)])
+    verifier = FakeVerifier(clock)
+    # While a.csv is verified someone deletes b.csv, which the pass has already listed.
+    verifier.after_each = lambda count: (tmp_path / "drop" / "inbox" / "b.csv").unlink(
+        missing_ok=True
+    )
+
+    with Store(tmp_path / "state.db") as store:
+        report = await Pipeline(store, verifier, clock=clock).run_pass(csv_drop(tmp_path))
+
+    assert report.outcome is RunOutcome.OK, report.error
+    assert read_output(tmp_path, "c.verified.csv")[0]["mailprobe_status"] == "valid"
+    assert (tmp_path / "drop" / "archive" / "c.csv").exists()

@@ -293,7 +293,7 @@ def test_configured_email_column_is_matched_case_insensitively(tmp_path: Path) -
 def test_configured_email_column_absent_is_an_error_naming_it(tmp_path: Path) -> None:
     folder = DropFolder(tmp_path, email_column="Adresse Pro")
     folder.ensure_layout()
-    with pytest.raises(CsvFileError, match="email column 'Adresse Pro' not found among the header's 2 columns"):
+    with pytest.raises(CsvFileError, match="'Adresse Pro' not found among the header's 2 columns"):
         folder.open(put(folder, "c.csv", "email,name\na@x.test,A\n"))
 
 

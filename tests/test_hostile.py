@@ -159,3 +159,82 @@ async def test_file_removed_between_listing_and_reading_does_not_block_the_other
     assert report.outcome is RunOutcome.OK, report.error
     assert read_output(tmp_path, "c.verified.csv")[0]["mailprobe_status"] == "valid"
     assert (tmp_path / "drop" / "archive" / "c.csv").exists()
+
+
+# 2. Symlinks and other non-files in the drop folder ----------------------------------------
+
+
+async def test_symlink_in_inbox_is_refused_and_its_target_never_read(tmp_path: Path) -> None:
+    private = tmp_path / "private.csv"
+    private.write_text("email,ssn\nceo@secret.test,123-45-6789\n", encoding="utf-8")
+    drop_in(tmp_path, "ok.csv", [("email",), ("ann@a.test",)])
+    link = tmp_path / "drop" / "inbox" / "x.csv"
+    link.symlink_to(private)
+    os.utime(link, (1, 1), follow_symlinks=False)  # settled long ago
+    clock = Clock()
+    verifier = FakeVerifier(clock)
+
+    with Store(tmp_path / "state.db") as store:
+        report = await Pipeline(store, verifier, clock=clock).run_pass(csv_drop(tmp_path))
+
+    assert report.outcome is RunOutcome.OK, report.error
+    assert "ceo@secret.test" not in verifier.seen
+    assert not (tmp_path / "drop" / "outbox" / "x.verified.csv").exists()
+    note = (tmp_path / "drop" / "failed" / "x.csv.error.txt").read_text(encoding="utf-8")
+    assert "symbolic link" in note and "ssn" not in note and "secret" not in note
+    assert private.read_text(encoding="utf-8").startswith("email,ssn")  # untouched
+    assert read_output(tmp_path, "ok.verified.csv")[0]["mailprobe_status"] == "valid"
+
+
+async def test_symlinked_outbox_stops_the_pass_with_a_clear_message(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    drop_in(tmp_path, "a.csv", [("email",), ("ann@a.test",)])
+    outbox = tmp_path / "drop" / "outbox"
+    outbox.rmdir()
+    outbox.symlink_to(elsewhere, target_is_directory=True)
+    clock = Clock()
+
+    with Store(tmp_path / "state.db") as store:
+        report = await Pipeline(store, FakeVerifier(clock), clock=clock).run_pass(
+            csv_drop(tmp_path)
+        )
+
+    assert report.outcome is RunOutcome.FAILED
+    assert "outbox is a symbolic link" in (report.error or "")
+    assert list(elsewhere.iterdir()) == []
+    assert (tmp_path / "drop" / "inbox" / "a.csv").exists()  # kept for when it is fixed
+
+
+async def test_failure_note_never_quotes_the_files_contents(tmp_path: Path) -> None:
+    drop_in(tmp_path, "people.csv", [("name", "ssn"), ("Ann", "123-45-6789")])
+    clock = Clock()
+
+    with Store(tmp_path / "state.db") as store:
+        await Pipeline(store, FakeVerifier(clock), clock=clock).run_pass(csv_drop(tmp_path))
+
+    note = (tmp_path / "drop" / "failed" / "people.csv.error.txt").read_text(encoding="utf-8")
+    assert "no email column" in note and "ssn" not in note and "Ann" not in note
+
+
+# 4. Outputs never overwrite each other -------------------------------------------------------
+
+
+async def test_outputs_never_overwrite_each_other(tmp_path: Path) -> None:
+    drop_in(tmp_path, "list.csv", [("email",), ("ann@a.test",)])
+    drop_in(tmp_path, "list.CSV", [("email",), ("bad@b.test",)])
+    clock = Clock()
+    with Store(tmp_path / "state.db") as store:
+        pipeline = Pipeline(store, FakeVerifier(clock), clock=clock)
+        await pipeline.run_pass(csv_drop(tmp_path))
+        drop_in(tmp_path, "list.csv", [("email",), ("unknown@c.test",)])  # the next day
+        await pipeline.run_pass(csv_drop(tmp_path))
+
+    outbox = tmp_path / "drop" / "outbox"
+    outputs = {
+        row["email"]: path.name
+        for path in outbox.iterdir()
+        for row in read_output(tmp_path, path.name)
+    }
+    assert set(outputs) == {"ann@a.test", "bad@b.test", "unknown@c.test"}
+    assert len(set(outputs.values())) == 3

@@ -204,8 +204,8 @@ class DropFolder:
         Raises CsvFileError naming what is wrong: empty, undecodable, not a CSV, no email column.
         """
         try:
-            encoding, has_bom = _detect_encoding(path)
-            delimiter = _detect_delimiter(path, encoding)
+            encoding, has_bom = detect_encoding(path)
+            delimiter = detect_delimiter(path, encoding)
             with closing(_records(path, encoding=encoding, delimiter=delimiter)) as records:
                 first = next(records, None)
         except OSError as exc:
@@ -325,10 +325,10 @@ class CsvTable:
         written = 0
         with _atomic_text(out, encoding=self._output_encoding) as stream:
             writer = csv.writer(stream, delimiter=self.delimiter, lineterminator="\r\n")
-            writer.writerow(_neutralised(layout.header))
+            writer.writerow(neutralised(layout.header))
             for number, record in self._data_records():
                 values = fields_for_row(number, _cell(record, self.email_index).strip())
-                writer.writerow(_neutralised(layout.row(record, values)))
+                writer.writerow(neutralised(layout.row(record, values)))
                 written += 1
         return written
 
@@ -403,7 +403,7 @@ def neutralise(cell: str) -> str:
     return cell
 
 
-def _neutralised(cells: Iterable[str]) -> list[str]:
+def neutralised(cells: Iterable[str]) -> list[str]:
     """Return a row's cells neutralised; inlined, as it runs for every cell of a million rows."""
     return [
         "'" + cell if cell[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(cell) else cell
@@ -481,7 +481,7 @@ def _broken_csv(name: str, exc: csv.Error, *, start: int, at: int) -> CsvFileErr
     return CsvFileError(name, f"not a CSV: {why}", line=line)
 
 
-def _detect_encoding(path: Path) -> tuple[str, bool]:
+def detect_encoding(path: Path) -> tuple[str, bool]:
     """Return (codec, has_bom) for the file, having checked that all of it decodes.
 
     Written by hand: the rule is fixed (BOM, strict UTF-8, cp1252, Latin-1) and must be
@@ -543,7 +543,7 @@ def _refuse_nul(name: str, text: str, *, first_line: int) -> None:
         raise CsvFileError(name, f"{why}; {_EXPORT_HINT}", line=line)
 
 
-def _detect_delimiter(path: Path, encoding: str) -> str:
+def detect_delimiter(path: Path, encoding: str) -> str:
     """Return the delimiter: csv.Sniffer on the first lines, checked against the header line."""
     with _open_text(path, encoding) as stream:
         sample = stream.read(_SAMPLE_CHARS)

@@ -7,6 +7,8 @@ newline, an IPv6 form of an internal address, a page in a browser rebinding DNS 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -238,3 +240,24 @@ async def test_outputs_never_overwrite_each_other(tmp_path: Path) -> None:
     }
     assert set(outputs) == {"ann@a.test", "bad@b.test", "unknown@c.test"}
     assert len(set(outputs.values())) == 3
+
+
+# 9. One CSV reader and writer for `verify` and the drop folder ------------------------------
+
+
+def test_verify_csv_reads_windows_1252_and_neutralises_formulas_like_the_drop_folder(
+    hostile_world: dict[str, str], tmp_path: Path
+) -> None:
+    leads = tmp_path / "leads.csv"
+    # Excel on Windows: semicolons, Windows-1252, and a colleague's formula in a cell.
+    text = 'Name;Note;Email\r\nZoë;"=HYPERLINK(""http://evil.example"",""x"")";john@acme.test\r\n'
+    leads.write_bytes(text.encode("cp1252"))
+
+    run = _cli("verify", "--format", "csv", "--file", str(leads), env=hostile_world, cwd=tmp_path)
+
+    assert run.returncode == 0, run.stderr.decode("utf-8", "replace")
+    header, row = list(csv.reader(io.StringIO(run.stdout.decode("utf-8"))))
+    assert header[:3] == ["Name", "Note", "Email"]
+    assert row[0] == "Zoë"
+    assert row[1].startswith("'=HYPERLINK(")
+    assert row[header.index("mailprobe_status")] == "valid"

@@ -67,6 +67,17 @@ class SecretMask:
         return text
 
 
+#: The mask of this process: configure() gives it the configured secrets; before that, and in
+#: library use, it still masks everything shaped like a credential.
+_active = SecretMask()
+
+
+def mask_secrets(text: str) -> str:
+    """Return `text` through this process's secret mask: for every error text that is stored
+    (runs table), printed (`mailprobe status`, `mailprobe sync`) or logged."""
+    return _active(text)
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """Return the fields a call passed with `extra=`, in the order given."""
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
@@ -133,7 +144,8 @@ def configure(
     stream: TextIO | None = None,
 ) -> logging.Handler:
     """Install the one mailprobe log handler on the root logger and return it."""
-    mask = SecretMask(secrets)
+    global _active
+    mask = _active = SecretMask(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(mask) if fmt == "json" else TextFormatter(mask))
     handler.set_name("mailprobe")

@@ -45,6 +45,7 @@ from engine.result import VerificationResult, format_time, parse_time
 
 from .errors import StoreError
 from .locks import ConnectorBusy, pass_lock
+from .logs import mask_secrets
 from .store import ContactToWrite, CsvFileRecord, CsvFileState, RunCounts, RunOutcome, Store
 
 log = logging.getLogger(__name__)
@@ -258,12 +259,14 @@ class Pipeline:
                     run_id,
                     outcome=RunOutcome.FAILED,
                     counts=tally.counts(),
-                    error=str(exc),
+                    error=mask_secrets(str(exc)),
                     now=self.clock(),
                 )
             raise
         except Exception as exc:
             outcome, error = _failure(exc, connector.name)
+        # An error text may quote a library that quoted a credential: masked before it is kept.
+        error = mask_secrets(error) if error else error
         report = PassReport(connector.name, outcome, tally.counts(), error)
         self.store.finish_run(
             run_id, outcome=outcome, counts=report.counts, error=error, now=self.clock()

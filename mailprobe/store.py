@@ -33,6 +33,7 @@ from engine.result import VerificationResult
 
 from .errors import StoreError
 from .freshness import Cached, Decision, Freshness
+from .logs import mask_secrets
 from .migrations import KNOWN, migrations
 from .settings import PolicySettings
 
@@ -694,7 +695,7 @@ class Store:
                 " queued = coalesce(?, queued), output = coalesce(?, output),"
                 " error = coalesce(?, error), finished_at = coalesce(?, finished_at)"
                 " WHERE id = ?",
-                (state, rows, queued, output, error, finished, file_id),
+                (state, rows, queued, output, error and mask_secrets(error), finished, file_id),
             )
 
     # -- the run log --------------------------------------------------------------------------
@@ -729,7 +730,7 @@ class Store:
                     counts.verified,
                     counts.written,
                     counts.failed,
-                    error,
+                    None if error is None else mask_secrets(error),
                     run_id,
                 ),
             )
@@ -783,7 +784,8 @@ class Store:
             last_started=_dt(last[0]) if last else None,
             last_ended=_dt(last[1]) if last and last[1] else None,
             last_outcome=RunOutcome(last[2]) if last else None,
-            last_error=last[3] if last else None,
+            # Masked again on the way out: rows written by an older mailprobe were not.
+            last_error=mask_secrets(last[3]) if last and last[3] else None,
             queued=queued[0],
             contacts=dict(contacts),
             files=dict(files),

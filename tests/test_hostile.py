@@ -17,11 +17,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from engine import EngineSettings, Verifier
 from mailprobe.pipeline import Pipeline
-from mailprobe.store import RunOutcome, Store
+from mailprobe.store import RunCounts, RunOutcome, Store
 from tests.fakes.dns import DnsServer, running_dns_server
+from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
+from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
 from tests.test_api import Start, start_api  # noqa: F401  (a fixture)
 from tests.test_pipeline import Clock, FakeVerifier, csv_drop, drop_in, read_output
@@ -79,6 +82,12 @@ def hostile_world() -> Iterator[dict[str, str]]:
             "MAILPROBE_LOG__LEVEL": "WARNING",
         }
     assert "DATA" not in server.commands
+
+
+@pytest.fixture
+def acme_world(hostile_world: dict[str, str]) -> dict[str, str]:
+    """Return the hostile world's environment, for tests that only need john@acme.test."""
+    return hostile_world
 
 
 # 1. Reply bytes that are not UTF-8 ----------------------------------------------------------
@@ -261,3 +270,97 @@ def test_verify_csv_reads_windows_1252_and_neutralises_formulas_like_the_drop_fo
     assert row[0] == "Zoë"
     assert row[1].startswith("'=HYPERLINK(")
     assert row[header.index("mailprobe_status")] == "valid"
+
+
+# 3. Secrets never leak through error texts --------------------------------------------------
+
+
+def _hubspot_config(tmp_path: Path, base_url: str) -> Path:
+    config = tmp_path / "m.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"path": "state.db"},
+                "connectors": {"crm": {"type": "hubspot", "base_url": base_url}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_token_pasted_with_a_line_break_is_stripped_and_never_shown(
+    tmp_path: Path, hubspot_api: FakeHubSpot, acme_world: dict[str, str]
+) -> None:
+    hubspot_api.add_contact("john@acme.test")
+    config = _hubspot_config(tmp_path, hubspot_api.base_url)
+    env = {**acme_world, "MAILPROBE_CONNECTORS__CRM__ACCESS_TOKEN": HUBSPOT_TOKEN + "\n"}
+
+    synced = _cli("--config", str(config), "sync", env=env, cwd=tmp_path)
+    status = _cli("--config", str(config), "status", env=env, cwd=tmp_path)
+
+    shown = (synced.stdout + synced.stderr + status.stdout + status.stderr).decode()
+    assert synced.returncode == 0, shown
+    assert HUBSPOT_TOKEN not in shown
+
+
+def test_token_with_whitespace_inside_is_one_clear_config_error(
+    tmp_path: Path, hubspot_api: FakeHubSpot
+) -> None:
+    config = _hubspot_config(tmp_path, hubspot_api.base_url)
+    token = "pat-na1-fake 0000-token"
+    env = {"MAILPROBE_CONNECTORS__CRM__ACCESS_TOKEN": token}
+
+    run = _cli("--config", str(config), "sync", env=env, cwd=tmp_path)
+
+    error = run.stderr.decode()
+    assert run.returncode == 2 and len(error.strip().splitlines()) == 1, error
+    assert "connectors.crm.access_token" in error and "whitespace" in error
+    assert "0000-token" not in error
+
+
+def test_error_texts_are_masked_before_the_runs_table_keeps_them(tmp_path: Path) -> None:
+    leaked = "Invalid header value b'Bearer pat-na1-0badc0de-1111-2222-3333-444455556666\\n'"
+    now = Clock()()
+    with Store(tmp_path / "state.db") as store:
+        run_id = store.start_run("crm", now=now)
+        store.finish_run(run_id, outcome=RunOutcome.FAILED, counts=RunCounts(), error=leaked,
+                         now=now)  # fmt: skip
+        shown = store.status_summary(["crm"]).connectors[0].last_error
+        kept = store.db.execute("SELECT error FROM runs").fetchone()[0]
+
+    assert "0badc0de" not in kept and "0badc0de" not in (shown or "")
+    assert "Invalid header value" in kept
+
+
+# 6. `mailprobe config` masks the SOCKS proxy password ---------------------------------------
+
+
+def test_config_masks_the_socks_proxy_password(tmp_path: Path) -> None:
+    env = {"MAILPROBE_ENGINE__SMTP__PROXY": "socks5://probe:s3cr3t-pw@127.0.0.1:1080"}
+
+    run = _cli("config", env=env, cwd=tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert b"s3cr3t-pw" not in run.stdout and b"socks5://probe:" in run.stdout
+
+
+# 11. Configuration errors are one clear line ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("MAILPROBE_API__KEYS", "k-1234abcd", "must be JSON"),
+        ("MAILPROBE_ENGINE__SMTP__ALLOWED_PRIVATE_NETWORKS", '["10.0.0.0/33"]', "10.0.0.0/33"),
+        ("MAILPROBE_ENGINE__HELO_HOSTNAME", "mx.bücher.example", "xn--bcher-kva"),
+    ],
+)
+def test_configuration_error_is_one_clear_line(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    run = _cli("config", env={name: value}, cwd=tmp_path)
+
+    error = run.stderr.decode()
+    assert run.returncode == 2, (run.stdout, error)
+    assert len(error.strip().splitlines()) == 1 and says in error, error

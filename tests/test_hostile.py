@@ -14,17 +14,20 @@ import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 import yaml
 
 from engine import EngineSettings, Verifier
+from engine.mx import is_contactable
 from mailprobe.pipeline import Pipeline
 from mailprobe.store import RunCounts, RunOutcome, Store
 from tests.fakes.dns import DnsServer, running_dns_server
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
 from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.net import Net
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
 from tests.test_api import Start, start_api  # noqa: F401  (a fixture)
 from tests.test_pipeline import Clock, FakeVerifier, csv_drop, drop_in, read_output
@@ -364,3 +367,52 @@ def test_configuration_error_is_one_clear_line(
     error = run.stderr.decode()
     assert run.returncode == 2, (run.stdout, error)
     assert len(error.strip().splitlines()) == 1 and says in error, error
+
+
+# 5. The private-network guard sees through IPv6 forms of internal addresses -----------------
+
+#: Internal IPv4 targets and every IPv6 form that carries them to the wire.
+INTERNAL_FORMS = [
+    "64:ff9b::a9fe:a9fe",  # NAT64 (RFC 6052) of 169.254.169.254, the metadata service
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "64:ff9b:1::a00:1",  # local-use NAT64 (RFC 8215) of 10.0.0.1
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+    "::10.0.0.1",  # IPv4-compatible
+    "::169.254.169.254",  # IPv4-compatible
+    "::ffff:0:a00:1",  # IPv4-translated (SIIT)
+    "::ffff:10.0.0.1",  # IPv4-mapped
+    "fec0::1",  # site-local (deprecated, still routed internally)
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+]
+
+
+@pytest.mark.parametrize("address", INTERNAL_FORMS)
+def test_ipv6_forms_of_internal_addresses_are_never_contacted(address: str) -> None:
+    assert not is_contactable(address)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2a00:1450:4001:81c::200e", "8.8.8.8"])
+def test_global_addresses_in_any_form_are_contacted(address: str) -> None:
+    assert is_contactable(address)
+
+
+def test_an_allowed_network_admits_the_ipv4_inside_an_ipv6_form() -> None:
+    allowed = [ip_network("10.0.0.0/8")]
+    assert is_contactable("64:ff9b::a00:1", allowed)
+    assert not is_contactable("64:ff9b::a9fe:a9fe", allowed)
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::a9fe:a9fe", "2002:a00:1::1", "::ffff:0:a00:1", "fec0::1"]
+)
+async def test_mx_at_an_ipv6_form_of_an_internal_address_is_unroutable_and_never_dialled(
+    net: Net, address: str
+) -> None:
+    net.mx("sneaky.test", ("mx.sneaky.test", address))
+
+    async with net.verifier() as verifier:
+        result = await verifier.verify("john@sneaky.test")
+
+    assert (result.status, result.reason) == ("invalid", "unroutable_mx")
+    assert result.checks.smtp is None  # no session was attempted

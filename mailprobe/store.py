@@ -17,6 +17,7 @@ Times are stored as TEXT in one format (`_ts`), so text order is time order.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -274,6 +275,17 @@ class Store:
         """Raise StoreError unless a write could start now (health checks; changes nothing)."""
         with self._write():
             pass
+
+    def check_usable(self) -> None:
+        """Raise StoreError unless the store can be read and its files written; lock-free.
+
+        For readiness probes: reads the schema (a shared lock at most) and checks permissions,
+        without BEGIN IMMEDIATE, so a probe never waits for, nor delays, a writer.
+        """
+        self.schema()
+        for path in (self.path, self.path.parent):
+            if not os.access(path, os.W_OK):
+                raise StoreError(str(self.path), f"{path} is not writable by this process")
 
     def schema(self) -> tuple[str, ...]:
         """Return the names of the migrations applied to this store, in order."""

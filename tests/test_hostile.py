@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,14 +23,15 @@ import yaml
 
 from engine import EngineSettings, Verifier
 from engine.mx import is_contactable
+from mailprobe import api
 from mailprobe.pipeline import Pipeline
 from mailprobe.store import RunCounts, RunOutcome, Store
-from tests.fakes.dns import DnsServer, running_dns_server
+from tests.fakes.dns import DnsServer, DroppingDns, running_dns_server
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.net import Net
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
-from tests.test_api import Start, start_api  # noqa: F401  (a fixture)
+from tests.test_api import Start, app_settings, serving, start_api  # noqa: F401  (a fixture)
 from tests.test_pipeline import Clock, FakeVerifier, csv_drop, drop_in, read_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -416,3 +418,96 @@ async def test_mx_at_an_ipv6_form_of_an_internal_address_is_unroutable_and_never
 
     assert (result.status, result.reason) == ("invalid", "unroutable_mx")
     assert result.checks.smtp is None  # no session was attempted
+
+
+# 7. A keyless API answers only loopback Host names (DNS rebinding) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("rebind.attacker.example", 421),
+        ("rebind.attacker.example:8080", 421),
+        ("10.0.0.5", 421),
+        ("localhost", 200),
+        ("127.0.0.1:8080", 200),
+        ("[::1]:8080", 200),
+    ],
+)
+async def test_keyless_api_answers_only_loopback_host_names(
+    start_api: Start,  # noqa: F811
+    host: str,
+    status: int,
+) -> None:
+    served = await start_api()
+
+    response = await served.client.get(
+        "/v1/verify", params={"email": "john@acme.test"}, headers={"Host": host}
+    )
+
+    assert response.status_code == status, response.text
+
+
+# 8. Wrong keys are rate limited; /readyz tells strangers nothing and takes no write lock ----
+
+
+async def test_wrong_keys_are_rate_limited(start_api: Start) -> None:  # noqa: F811
+    served = await start_api(keys=("k-right-key-for-tests-1234",))
+
+    codes = [
+        (
+            await served.client.get(
+                "/v1/verify",
+                params={"email": "john@acme.test"},
+                headers={"Authorization": f"Bearer k-guess-{n}"},
+            )
+        ).status_code
+        for n in range(50)
+    ]
+
+    assert codes[:5] == [401] * 5
+    assert codes.count(429) >= 30
+    right = await served.client.get(
+        "/v1/verify",
+        params={"email": "john@acme.test"},
+        headers={"Authorization": "Bearer k-right-key-for-tests-1234"},
+    )
+    assert right.status_code == 200  # the owner of the key is not locked out
+
+
+async def test_readyz_tells_a_stranger_only_that_a_check_failed(
+    smtp_server: Callable[..., Awaitable[ScriptedSmtp]],
+) -> None:
+    with running_dns_server(DroppingDns) as silent:
+        server = await smtp_server(ScriptedSmtp(MX_IP))
+        settings = app_settings(silent, server.port, keys=("k-right-key-for-tests-1234",),
+                                dns_timeout_s=0.3)  # fmt: skip
+        async with serving(api.create_app(settings)) as client:
+            stranger = await client.get("/readyz")
+            owner = await client.get(
+                "/readyz", headers={"Authorization": "Bearer k-right-key-for-tests-1234"}
+            )
+
+    assert stranger.status_code == owner.status_code == 503
+    assert stranger.json() == {"status": "not_ready", "checks": {"resolver": "failed"}}
+    assert owner.json()["checks"]["resolver"].startswith("the resolver does not answer")
+
+
+async def test_readyz_is_ready_while_a_writer_holds_the_store(
+    start_api: Start,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "mailprobe.db")
+    served = await start_api(store=store)
+    assert (await served.client.get("/readyz")).status_code == 200  # the API is up
+    writer = sqlite3.connect(tmp_path / "mailprobe.db")
+    writer.execute("BEGIN IMMEDIATE")  # a long pass holding the write lock
+    try:
+        response = await served.client.get("/readyz")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        store.close()
+
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"]["store"] == "ok"

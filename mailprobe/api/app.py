@@ -19,6 +19,7 @@ from ..store import Store
 from .cache import MemoryCache, ResultCache, StoreCache
 from .endpoints import Endpoints
 from .errors import EXCEPTION_HANDLERS
+from .hosts import LoopbackHostOnly
 from .metrics import ApiMetrics, Observe
 from .verifications import Verifications
 
@@ -56,9 +57,13 @@ def create_app(
             if own_verifier:
                 await engine.aclose()
 
+    middleware = [Middleware(Observe, metrics=metrics)]
+    if not settings.api.keys:
+        # Keyless means loopback only; the Host check keeps browsers' rebinding pages out too.
+        middleware.insert(0, Middleware(LoopbackHostOnly))
     app = Starlette(
         routes=endpoints.routes(),
-        middleware=[Middleware(Observe, metrics=metrics)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

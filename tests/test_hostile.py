@@ -7,6 +7,7 @@ newline, an IPv6 form of an internal address, a page in a browser rebinding DNS 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -24,6 +25,7 @@ import yaml
 from engine import EngineSettings, Verifier
 from engine.mx import is_contactable
 from mailprobe import api
+from mailprobe.api import server as api_server
 from mailprobe.pipeline import Pipeline
 from mailprobe.store import RunCounts, RunOutcome, Store
 from tests.fakes.dns import DnsServer, DroppingDns, running_dns_server
@@ -511,3 +513,28 @@ async def test_readyz_is_ready_while_a_writer_holds_the_store(
 
     assert response.status_code == 200, response.text
     assert response.json()["checks"]["store"] == "ok"
+
+
+# Slowloris: a client that drips its headers or says nothing is hung up on ------------------
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
+async def test_api_hangs_up_on_a_client_that_never_finishes_its_headers(
+    start_api: Start,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    sent: bytes,
+) -> None:
+    monkeypatch.setattr(api_server, "HEADER_TIMEOUT_S", 0.3, raising=False)
+    served = await start_api()
+    port = int(str(served.client.base_url).rsplit(":", 1)[1].rstrip("/"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(sent)
+    await writer.drain()
+
+    # Before the fix the server waits forever: the bound only keeps a failure from hanging.
+    rest = await asyncio.wait_for(reader.read(), timeout=20)
+
+    writer.close()
+    assert rest == b""  # hung up without an answer
+    healthy = await served.client.get("/healthz")
+    assert healthy.status_code == 200  # and still serves everyone else

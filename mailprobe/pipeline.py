@@ -455,8 +455,14 @@ class Pipeline:
 
     async def _csv_file_steps(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
         name, folder = drop.name, drop.folder
+        info = path.lstat()
         record = self.store.take_csv_file(
-            name, path.name, size=path.lstat().st_size, now=self.clock()
+            name,
+            path.name,
+            size=info.st_size,
+            # A file replaced by another of the same name and size is a new file to read.
+            fingerprint=f"{info.st_ino}:{info.st_mtime_ns}",
+            now=self.clock(),
         )
         if record.state is not CsvFileState.WRITTEN:
             try:

@@ -664,17 +664,21 @@ class Store:
     # -- drop-folder files --------------------------------------------------------------------
 
     def take_csv_file(
-        self, connector: str, name: str, *, size: int, now: datetime
+        self, connector: str, name: str, *, size: int, now: datetime, fingerprint: str = ""
     ) -> CsvFileRecord:
-        """Return the unfinished record of a dropped file, or register it as new."""
+        """Return the unfinished record of a dropped file, or register it as new.
+
+        The record is the file's when name, size and `fingerprint` (inode and mtime) match; a
+        record from before fingerprints were kept matches on name and size.
+        """
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id, connector, name, size, state, rows, queued FROM csv_files"
-                " WHERE connector = ? AND name = ? AND state NOT IN (?, ?)"
+                "SELECT id, connector, name, size, state, rows, queued, fingerprint"
+                " FROM csv_files WHERE connector = ? AND name = ? AND state NOT IN (?, ?)"
                 " ORDER BY id DESC LIMIT 1",
                 (connector, name, CsvFileState.DONE, CsvFileState.FAILED),
             ).fetchone()
-            if row is not None and row[3] == size:
+            if row is not None and row[3] == size and row[7] in ("", fingerprint):
                 return _file_from(row)
             if row is not None:  # replaced by a different file of the same name: start over
                 conn.execute(
@@ -682,9 +686,9 @@ class Store:
                     (CsvFileState.FAILED, "replaced before it was finished", _ts(now), row[0]),
                 )
             file_id = conn.execute(
-                "INSERT INTO csv_files (connector, name, size, state, started_at)"
-                " VALUES (?,?,?,?,?)",
-                (connector, name, size, CsvFileState.TAKEN, _ts(now)),
+                "INSERT INTO csv_files (connector, name, size, state, started_at, fingerprint)"
+                " VALUES (?,?,?,?,?,?)",
+                (connector, name, size, CsvFileState.TAKEN, _ts(now), fingerprint),
             ).lastrowid
         return CsvFileRecord(file_id, connector, name, size, CsvFileState.TAKEN, 0, 0)
 

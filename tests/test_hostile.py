@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from connectors.csvdrop import DropFolder
 from engine import EngineSettings, Verifier
 from engine.mx import is_contactable
 from mailprobe import api
@@ -538,3 +539,33 @@ async def test_api_hangs_up_on_a_client_that_never_finishes_its_headers(
     assert rest == b""  # hung up without an answer
     healthy = await served.client.get("/healthz")
     assert healthy.status_code == 200  # and still serves everyone else
+
+
+# A file replaced by another of the same name and size is read, not archived unread ---------
+
+
+async def test_file_replaced_by_one_of_the_same_name_and_size_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop_in(tmp_path, "list.csv", [("email",), ("aaa@x.test",)])
+    clock = Clock()
+    verifier = FakeVerifier(clock)
+
+    def crash(self: DropFolder, path: Path) -> Path:
+        raise KeyboardInterrupt  # killed between writing the output and archiving the input
+
+    with Store(tmp_path / "state.db") as store:
+        monkeypatch.setattr(DropFolder, "archive", crash)
+        with pytest.raises(KeyboardInterrupt):
+            await Pipeline(store, verifier, clock=clock).run_pass(csv_drop(tmp_path))
+        monkeypatch.undo()
+        # Meanwhile someone drops a different file under the same name, of the same size.
+        (tmp_path / "drop" / "inbox" / "list.csv").unlink()
+        drop_in(tmp_path, "list.csv", [("email",), ("bad@x.test",)], age_s=30)
+        report = await Pipeline(store, verifier, clock=clock).run_pass(csv_drop(tmp_path))
+
+    assert report.outcome is RunOutcome.OK, report.error
+    assert "bad@x.test" in verifier.seen
+    outbox = tmp_path / "drop" / "outbox"
+    emails = sorted(row["email"] for p in outbox.iterdir() for row in read_output(tmp_path, p.name))
+    assert emails == ["aaa@x.test", "bad@x.test"]

@@ -90,7 +90,9 @@ def _time(record: logging.LogRecord) -> str:
 
 def _text_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text == "" or any(ch in text for ch in ' "=\n\t'):
+    # Quoted (and so escaped) when it holds a control character too: a file name or reply with
+    # a terminal escape in it must not rewrite the operator's screen or forge a log line.
+    if text == "" or any(ch in text for ch in ' "=\n\t') or not text.isprintable():
         return json.dumps(text)
     return text
 

@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ from engine import EngineSettings, Verifier
 from engine.mx import is_contactable
 from mailprobe import api
 from mailprobe.api import server as api_server
+from mailprobe.logs import configure as configure_logging
 from mailprobe.pipeline import Pipeline
 from mailprobe.store import RunCounts, RunOutcome, Store
 from tests.fakes.dns import DnsServer, DroppingDns, running_dns_server
@@ -569,3 +571,17 @@ async def test_file_replaced_by_one_of_the_same_name_and_size_is_read(
     outbox = tmp_path / "drop" / "outbox"
     emails = sorted(row["email"] for p in outbox.iterdir() for row in read_output(tmp_path, p.name))
     assert emails == ["aaa@x.test", "bad@x.test"]
+
+
+def test_text_log_lines_escape_control_characters_of_untrusted_names() -> None:
+    stream = io.StringIO()
+    handler = configure_logging(fmt="text", stream=stream)
+    try:
+        logging.getLogger("mailprobe.test").warning(
+            "file failed", extra={"file": "list\x1b[2J\rFAKE_ERROR.csv"}
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+    line = stream.getvalue()
+    assert "\x1b" not in line and "\r" not in line and "\\u001b[2J" in line

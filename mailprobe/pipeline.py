@@ -30,18 +30,19 @@ import logging
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from connectors.base import FieldUpdate, FieldValue, Page, PushReport
+from connectors.base import Contact, FieldUpdate, FieldValue, Page, PushReport
 from connectors.csvdrop import CsvFileError, CsvTable, DropFolder
 from connectors.errors import ConnectorError, FatalConnectorError
 from connectors.fields import FIELDS, FieldKind, field_text, field_values
 from engine.errors import MailprobeError
 from engine.result import VerificationResult, format_time, parse_time
+from engine.untrusted import clean_text
 
 from .errors import StoreError
 from .locks import ConnectorBusy, pass_lock
@@ -324,8 +325,9 @@ class Pipeline:
         async with aclosing(_closable(client.pull(since, signpost=signpost))) as pages:
             async for page in pages:
                 cursor = capped(page.cursor, signpost=signpost) if client.is_sorted else None
+                contacts = [_valid_text(contact) for contact in page.contacts]
                 counts = self.store.record_page(
-                    name, page.contacts, retired=page.retired, cursor=cursor, now=self.clock()
+                    name, contacts, retired=page.retired, cursor=cursor, now=self.clock()
                 )
                 tally.pulled += counts.stored
                 tally.queued += counts.queued
@@ -574,6 +576,23 @@ class Pipeline:
     def _thread_store(self) -> Store:
         """Return a new connection to the store for a worker thread (connections stay put)."""
         return Store(self.store.path, freshness=self.store.freshness)
+
+
+def _valid_text(contact: Contact) -> Contact:
+    """Return the contact with an id and address that are valid Unicode.
+
+    JSON can carry a lone surrogate ("\\udcff"), which no UTF-8 store or file can hold: one such
+    record would fail its page on every pass. It becomes U+FFFD (the address is then
+    invalid_syntax), where the CRM's text enters the application.
+    """
+    email, external_id = contact.email or "", contact.external_id
+    if email.isascii() and external_id.isascii():
+        return contact
+    return replace(
+        contact,
+        email=clean_text(email, limit=len(email) or 1) if email else contact.email,
+        external_id=clean_text(external_id, limit=len(external_id) or 1),
+    )
 
 
 def _failure(exc: Exception, connector: str) -> tuple[RunOutcome, str]:

@@ -29,7 +29,7 @@ from engine.mx import is_contactable
 from mailprobe import api
 from mailprobe.api import server as api_server
 from mailprobe.logs import configure as configure_logging
-from mailprobe.pipeline import Pipeline
+from mailprobe.pipeline import CrmConnector, Pipeline
 from mailprobe.store import RunCounts, RunOutcome, Store
 from tests.fakes.dns import DnsServer, DroppingDns, running_dns_server
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
@@ -37,7 +37,7 @@ from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.net import Net
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
 from tests.test_api import Start, app_settings, serving, start_api  # noqa: F401  (a fixture)
-from tests.test_pipeline import Clock, FakeVerifier, csv_drop, drop_in, read_output
+from tests.test_pipeline import Clock, FakeVerifier, crm_with, csv_drop, drop_in, read_output
 
 ROOT = Path(__file__).resolve().parents[1]
 MX_IP = "127.0.0.2"
@@ -585,3 +585,37 @@ def test_text_log_lines_escape_control_characters_of_untrusted_names() -> None:
 
     line = stream.getvalue()
     assert "\x1b" not in line and "\r" not in line and "\\u001b[2J" in line
+
+
+# Addresses that are not valid Unicode (a lone surrogate, as JSON can carry one) -------------
+
+
+async def test_api_batch_with_an_address_that_is_not_valid_unicode_never_500s(
+    start_api: Start,  # noqa: F811
+) -> None:
+    served = await start_api()
+
+    response = await served.client.post(
+        "/v1/verify/batch",
+        content=b'{"emails": ["\\udcff@acme.test", "john@acme.test"]}',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code < 500, response.text
+    response.content.decode("utf-8")
+
+
+async def test_crm_contact_whose_address_is_not_valid_unicode_never_blocks_the_pass(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    crm = crm_with(("1", "ann@x.test"), ("2", "\udcff@x.test"), ("3", "bob@x.test"))
+
+    with Store(tmp_path / "state.db") as store:
+        report = await Pipeline(store, FakeVerifier(clock), clock=clock).run_pass(
+            CrmConnector("crm", crm)
+        )
+
+    assert report.outcome is RunOutcome.OK, report.error
+    assert crm.records["1"].fields["mailprobe_status"] == "valid"
+    assert crm.records["3"].fields["mailprobe_status"] == "valid"

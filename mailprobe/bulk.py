@@ -210,7 +210,7 @@ class _Writer:
         self._line.seek(0)
         self._line.truncate()
         self._csv.writerow(cells)
-        return self._line.getvalue()
+        return _utf8(self._line.getvalue())
 
     def write(self, index: int, row: list[str], result: VerificationResult) -> None:
         """Write one result (CSV: as soon as every earlier row is written)."""
@@ -245,11 +245,18 @@ class _Writer:
 
 
 def _utf8(text: str) -> str:
-    """Return the text encodable as UTF-8: a stray surrogate in one result (the engine cleans
-    replies where they enter, so this is a second line of defence) must not end the output."""
+    """Return the text encodable as UTF-8, bytes that were not UTF-8 shown as U+FFFD.
+
+    An address given on the command line arrives with its undecodable bytes as surrogates
+    (surrogateescape); the engine cleans server replies where they enter. Either way, one such
+    line must neither end the output nor make it invalid UTF-8.
+    """
     if text.isascii():
         return text
-    return text.encode("utf-8", "replace").decode("utf-8")
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 async def verify_table(

@@ -619,3 +619,22 @@ async def test_crm_contact_whose_address_is_not_valid_unicode_never_blocks_the_p
     assert report.outcome is RunOutcome.OK, report.error
     assert crm.records["1"].fields["mailprobe_status"] == "valid"
     assert crm.records["3"].fields["mailprobe_status"] == "valid"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_address_bytes_that_are_not_utf8_on_the_command_line_give_utf8_output(
+    hostile_world: dict[str, str], tmp_path: Path, fmt: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MAILPROBE_")}
+    command = [sys.executable, "-c", "from mailprobe.cli import main; main(prog_name='mailprobe')"]
+    run = subprocess.run(
+        [*command, "verify", "--format", fmt, b"\xffbad@acme.test", "john@acme.test"],
+        capture_output=True,
+        env={**base, "PYTHONPATH": str(ROOT), "LC_ALL": "C.UTF-8", **hostile_world},
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+    assert run.returncode == 0, run.stderr.decode("utf-8", "replace")
+    text = run.stdout.decode("utf-8")  # strict
+    assert "\ufffdbad@acme.test" in text

@@ -43,7 +43,9 @@ def _settings(dns: DnsServer, smtp_port: int) -> AppSettings:
         smtp=SmtpSettings(port=smtp_port, allowed_private_networks=["127.0.0.0/8"]),
         syntax=SyntaxSettings(allow_test_domains=True),
     )
-    api_settings = ApiSettings(listen="127.0.0.1:0", rate_limit_per_minute=10**9)
+    api_settings = ApiSettings(
+        listen="127.0.0.1:0", rate_limit_per_minute=10**9, allow_private_networks=True
+    )
     return AppSettings(engine=engine, api=api_settings, connectors={})
 
 

@@ -184,6 +184,11 @@ class ApiSettings(_Section):
     keys: list[Secret] = Field(default_factory=list, description="Accepted API keys.")
     rate_limit_per_minute: int = Field(600, ge=1, description="Requests per key per minute.")
     default_timeout_ms: int = Field(5000, ge=100, le=60000)
+    allow_private_networks: bool = Field(
+        False,
+        description="Let API callers' addresses reach engine.smtp.allowed_private_networks; "
+        "off, the API contacts only globally routable mail servers.",
+    )
 
 
 class LogSettings(_Section):

@@ -638,3 +638,27 @@ def test_address_bytes_that_are_not_utf8_on_the_command_line_give_utf8_output(
     assert run.returncode == 0, run.stderr.decode("utf-8", "replace")
     text = run.stdout.decode("utf-8")  # strict
     assert "\ufffdbad@acme.test" in text
+
+
+# API callers' domains never reach the networks allowed for the intranet's ------------------
+
+
+async def test_api_callers_never_reach_the_private_networks_allowed_for_crm_domains(
+    dns_server: DnsServer,
+    smtp_server: Callable[..., Awaitable[ScriptedSmtp]],
+) -> None:
+    # The operator allows 127.0.0.0/8 for the intranet's domains; a caller's MX points there.
+    server = await smtp_server(ScriptedSmtp(MX_IP, mailboxes={"john@acme.test"}))
+    dns_server.add_mx("acme.test", 10, "mx.acme.test")
+    dns_server.add("mx.acme.test", "A", MX_IP)
+    settings = app_settings(dns_server, server.port)
+    settings = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"allow_private_networks": False})}
+    )
+
+    async with serving(api.create_app(settings)) as client:
+        response = await client.get("/v1/verify", params={"email": "john@acme.test"})
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["reason"]) == ("invalid", "unroutable_mx")
+    assert server.session_count == 0

@@ -75,7 +75,7 @@ async def _get(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
 ) -> dict[str, Any]:
     """Send one keep-alive GET and return its JSON body."""
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     await writer.drain()
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
     status = int(head.split(" ", 2)[1])

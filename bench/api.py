@@ -43,7 +43,9 @@ def _settings(dns: DnsServer, smtp_port: int) -> AppSettings:
         smtp=SmtpSettings(port=smtp_port, allowed_private_networks=["127.0.0.0/8"]),
         syntax=SyntaxSettings(allow_test_domains=True),
     )
-    api_settings = ApiSettings(listen="127.0.0.1:0", rate_limit_per_minute=10**9)
+    api_settings = ApiSettings(
+        listen="127.0.0.1:0", rate_limit_per_minute=10**9, allow_private_networks=True
+    )
     return AppSettings(engine=engine, api=api_settings, connectors={})
 
 
@@ -73,7 +75,7 @@ async def _get(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
 ) -> dict[str, Any]:
     """Send one keep-alive GET and return its JSON body."""
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     await writer.drain()
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
     status = int(head.split(" ", 2)[1])

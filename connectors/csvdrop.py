@@ -22,6 +22,12 @@ Decisions, so the pipeline and users can rely on them:
   header). A `mailprobe_*` column already in the input (a verified file dropped again) is updated
   in place, not duplicated. UTF-8, same delimiter, CRLF line ends; a byte order mark when the
   input had one or was in a legacy 8-bit encoding (Excel needs it to read accents as UTF-8).
+- Hostile files: only regular files are read, each opened with O_NOFOLLOW and checked with
+  S_ISREG on the opened descriptor, so a symlink (`inbox/x.csv -> /etc/...`), a FIFO or a
+  device is refused (moved to failed/), never followed; a sub-folder that is a symlink (an
+  `outbox/` redirecting outputs) stops the pass with a clear message. Failure notes never quote
+  the file's contents. An output never replaces another: `list.csv`, `list.CSV` or the same name
+  dropped again get `list.verified.csv`, `list.2.verified.csv`...
 - Formula injection (OWASP "CSV Injection"): a cell starting with = + - @ tab CR or LF gets a
   leading `'`, original cells too, except plain numbers (`-12.5`, `+33`), which cannot carry a
   formula (only digits, a sign, dots and commas) and would otherwise turn into text.
@@ -32,10 +38,12 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
+import io
 import os
 import re
 import secrets
 import shutil
+import stat
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -46,9 +54,10 @@ from pathlib import Path
 from typing import TextIO
 
 from engine.result import format_time
+from engine.untrusted import clean_text
 
 from .base import FieldValue
-from .errors import SkippableRecordError
+from .errors import ConnectorError, SkippableRecordError
 from .fields import FIELD_NAMES, field_text
 
 #: Bytes read per step when checking a file's encoding; the file is never held whole.
@@ -91,6 +100,10 @@ _NOT_CSV_MAGIC = (
     (b"%PDF", "it is a PDF"),
 )
 _EXPORT_HINT = "export it from your spreadsheet as 'CSV UTF-8'"
+
+
+class DropFolderError(ConnectorError):
+    """The drop folder itself cannot be used safely (a sub-folder is a symlink); fix it."""
 
 
 class CsvFileError(SkippableRecordError):
@@ -143,9 +156,20 @@ class DropFolder:
         return self.folder / "failed"
 
     def ensure_layout(self) -> None:
-        """Create the four folders when missing and remove outputs a crash left half-written."""
+        """Create the four folders when missing and remove outputs a crash left half-written.
+
+        Raises DropFolderError when one of them is a symlink: a link could send outputs, or
+        inputs moved to archive/, anywhere the service may write.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
         for path in (self.inbox, self.outbox, self.archive_dir, self.failed_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                raise DropFolderError(
+                    "csv",
+                    f"{path} is a symbolic link; mailprobe refuses to follow it (it could "
+                    "redirect files anywhere): make it a real folder",
+                )
+            path.mkdir(exist_ok=True)
         # Only one pass works a drop folder at a time, so a temp file here is a dead pass's.
         for stale in self.outbox.glob(".*.verified.csv.*.tmp"):
             stale.unlink(missing_ok=True)
@@ -166,7 +190,11 @@ class DropFolder:
                 if not _is_candidate(entry.name):
                     continue
                 with suppress(FileNotFoundError):  # removed while we looked
-                    if entry.is_file() and moment - entry.stat().st_mtime >= self.settle_s:
+                    # A symlink is listed, never followed: open() refuses it, so it moves
+                    # to failed/ with a note instead of sitting in the inbox unexplained.
+                    info = entry.stat(follow_symlinks=False)
+                    kind_ok = entry.is_file(follow_symlinks=False) or entry.is_symlink()
+                    if kind_ok and moment - info.st_mtime >= self.settle_s:
                         ready.append(Path(entry.path))
         return sorted(ready, key=lambda path: path.name)
 
@@ -176,8 +204,8 @@ class DropFolder:
         Raises CsvFileError naming what is wrong: empty, undecodable, not a CSV, no email column.
         """
         try:
-            encoding, has_bom = _detect_encoding(path)
-            delimiter = _detect_delimiter(path, encoding)
+            encoding, has_bom = detect_encoding(path)
+            delimiter = detect_delimiter(path, encoding)
             with closing(_records(path, encoding=encoding, delimiter=delimiter)) as records:
                 first = next(records, None)
         except OSError as exc:
@@ -195,8 +223,16 @@ class DropFolder:
         )
 
     def output_path(self, path: Path) -> Path:
-        """Return where the verified copy of `path` is written: outbox/<stem>.verified.csv."""
-        return self.outbox / f"{path.stem}.verified.csv"
+        """Return a free name for the verified copy of `path`: outbox/<stem>.verified.csv, or
+        <stem>.<n>.verified.csv when taken (list.csv and list.CSV, or a name dropped again):
+        an output never replaces another. One pass works a folder at a time, so a free name
+        stays free until the output is renamed onto it."""
+        target = self.outbox / f"{path.stem}.verified.csv"
+        counter = 1
+        while _taken(target):
+            counter += 1
+            target = self.outbox / f"{path.stem}.{counter}.verified.csv"
+        return target
 
     def archive(self, path: Path) -> Path:
         """Move a processed input to archive/ and return its new path (renamed if taken)."""
@@ -209,6 +245,15 @@ class DropFolder:
         with _atomic_text(note, encoding="utf-8") as stream:
             stream.write(_error_note(path.name, reason))
         return target
+
+
+def _taken(path: Path) -> bool:
+    """Return True when a file (or a dangling link) has the name, in any letter case."""
+    if path.is_symlink() or path.exists():
+        return True
+    folded = path.name.casefold()
+    with os.scandir(path.parent) as entries:
+        return any(entry.name.casefold() == folded for entry in entries)
 
 
 def _is_candidate(name: str) -> bool:
@@ -235,7 +280,7 @@ def _error_note(name: str, reason: str) -> str:
     """Return the text of a failed file's `.error.txt`: what went wrong and what to do."""
     when = format_time(datetime.now(UTC))
     return (
-        f"mailprobe could not verify {name} ({when}):\n\n"
+        f"mailprobe could not verify {clean_text(name, limit=255)} ({when}):\n\n"
         f"    {reason}\n\n"
         "Fix the file and drop it into inbox/ again.\n"
     )
@@ -280,10 +325,10 @@ class CsvTable:
         written = 0
         with _atomic_text(out, encoding=self._output_encoding) as stream:
             writer = csv.writer(stream, delimiter=self.delimiter, lineterminator="\r\n")
-            writer.writerow(_neutralised(layout.header))
+            writer.writerow(neutralised(layout.header))
             for number, record in self._data_records():
                 values = fields_for_row(number, _cell(record, self.email_index).strip())
-                writer.writerow(_neutralised(layout.row(record, values)))
+                writer.writerow(neutralised(layout.row(record, values)))
                 written += 1
         return written
 
@@ -358,7 +403,7 @@ def neutralise(cell: str) -> str:
     return cell
 
 
-def _neutralised(cells: Iterable[str]) -> list[str]:
+def neutralised(cells: Iterable[str]) -> list[str]:
     """Return a row's cells neutralised; inlined, as it runs for every cell of a million rows."""
     return [
         "'" + cell if cell[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(cell) else cell
@@ -374,7 +419,7 @@ def _records(path: Path, *, encoding: str, delimiter: str) -> Iterator[tuple[int
 
     csv.Error and decoding errors become CsvFileError with the line, never a raw traceback.
     """
-    with path.open(encoding=encoding, newline="") as stream:
+    with _open_text(path, encoding) as stream:
         reader = csv.reader(stream, delimiter=delimiter, strict=True)
         while True:
             line = reader.line_num + 1
@@ -388,6 +433,36 @@ def _records(path: Path, *, encoding: str, delimiter: str) -> Iterator[tuple[int
                 raise CsvFileError(path.name, f"cannot decode: {exc}", line=line) from exc
             if record and (len(record) > 1 or record[0].strip()):
                 yield line, record
+
+
+def open_regular(path: Path) -> io.BufferedReader:
+    """Return the file open for reading in binary, refusing anything but a regular file.
+
+    O_NOFOLLOW refuses a symlink as the last component; S_ISREG is checked on the opened
+    descriptor, so a file swapped for a FIFO or device after listing is refused too; O_NONBLOCK
+    keeps opening a FIFO from hanging. Raises CsvFileError saying what the entry is.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if path.is_symlink():
+            raise CsvFileError(path.name, _NOT_REGULAR.format("a symbolic link")) from exc
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise CsvFileError(path.name, _NOT_REGULAR.format("not a regular file"))
+    os.set_blocking(fd, True)
+    return open(fd, "rb")  # noqa: SIM115 (the caller closes it)
+
+
+_NOT_REGULAR = "it is {}; mailprobe reads only regular files: drop the file itself"
+
+
+def _open_text(path: Path, encoding: str) -> TextIO:
+    """Return a regular file open as text for the csv module (newline="" as it asks)."""
+    return io.TextIOWrapper(open_regular(path), encoding=encoding, newline="")
 
 
 def _broken_csv(name: str, exc: csv.Error, *, start: int, at: int) -> CsvFileError:
@@ -406,13 +481,13 @@ def _broken_csv(name: str, exc: csv.Error, *, start: int, at: int) -> CsvFileErr
     return CsvFileError(name, f"not a CSV: {why}", line=line)
 
 
-def _detect_encoding(path: Path) -> tuple[str, bool]:
+def detect_encoding(path: Path) -> tuple[str, bool]:
     """Return (codec, has_bom) for the file, having checked that all of it decodes.
 
     Written by hand: the rule is fixed (BOM, strict UTF-8, cp1252, Latin-1) and must be
     deterministic; statistical detectors (charset-normalizer) guess and are slow on big files.
     """
-    with path.open("rb") as raw:
+    with open_regular(path) as raw:
         head = raw.read(8)
     for magic, what in _NOT_CSV_MAGIC:
         if head.startswith(magic):
@@ -443,7 +518,7 @@ def _decode_error_line(path: Path, encoding: str) -> int | None:
     """
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     lines = 1
-    with path.open("rb") as raw:
+    with open_regular(path) as raw:
         while chunk := raw.read(_CHUNK):
             try:
                 text = decoder.decode(chunk)
@@ -468,9 +543,9 @@ def _refuse_nul(name: str, text: str, *, first_line: int) -> None:
         raise CsvFileError(name, f"{why}; {_EXPORT_HINT}", line=line)
 
 
-def _detect_delimiter(path: Path, encoding: str) -> str:
+def detect_delimiter(path: Path, encoding: str) -> str:
     """Return the delimiter: csv.Sniffer on the first lines, checked against the header line."""
-    with path.open(encoding=encoding, newline="") as stream:
+    with _open_text(path, encoding) as stream:
         sample = stream.read(_SAMPLE_CHARS)
         if stream.read(1):  # cut a partial last line off so the sniffer sees whole lines
             sample = sample[: sample.rfind("\n") + 1] or sample
@@ -515,7 +590,7 @@ def _find_email_column(
         for index, name in enumerate(header):
             if name.strip().casefold() == wanted:
                 return header, index
-        why = f"email column {configured!r} not found (the header is: {_shown(header)})"
+        why = f"email column {configured!r} not found among the header's {_columns(header)}"
         raise CsvFileError(file_name, f"{why}; fix email_column or the file's header row")
     index = email_column_index(header)
     if index is not None:
@@ -549,15 +624,15 @@ def _no_email_column(header: tuple[str, ...]) -> str:
     looked = ", ".join(_EMAIL_HEADERS[:8])
     return (
         f"no email column found (looked for headers {looked}, ... in any case, or one ending"
-        f" in 'email'; the header is: {_shown(header)}; rename the address column to 'email'"
-        " or set email_column)"
+        f" in 'email'; the header row has {_columns(header)}); rename the address column to"
+        " 'email' or set email_column"
     )
 
 
-def _shown(header: tuple[str, ...]) -> str:
-    """Return a header for a message, shortened when long."""
-    text = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
-    return text if len(text) <= 300 else text[:297] + "..."
+def _columns(header: tuple[str, ...]) -> str:
+    """Return how many columns a header has, for a message: never the cells themselves, so a
+    failure note cannot leak the contents of a file that was not meant to be read."""
+    return f"{len(header)} column{'s' if len(header) != 1 else ''}"
 
 
 # --------------------------------------------------------------------------- writing

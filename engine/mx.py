@@ -9,7 +9,6 @@ no status: the verifier maps a `RouteKind` to a reason.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +22,7 @@ import dns.name
 import dns.resolver
 
 from .errors import DnsError
+from .routable import is_contactable
 from .settings import DnsSettings, EngineSettings
 
 #: Cache bounds for positive answers; a 0-second TTL must not turn into a query per address.
@@ -181,20 +181,6 @@ def rank_mx(records: Sequence[tuple[int, str]], *, rng: random.Random) -> list[t
         rng.shuffle(group)
         ranked.extend((preference, host) for host in group)
     return ranked
-
-
-def is_contactable(address: str, allowed: Sequence[IPv4Network | IPv6Network] = ()) -> bool:
-    """Return True when we may connect to `address`: globally routable, or in an allowed network.
-
-    Loopback, private, link-local, documentation and shared ranges are never internet mail
-    servers; contacting them would probe our own network (SSRF) instead of the domain's.
-    """
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 on the wire
-    if ip.is_multicast or ip.is_unspecified:
-        return False
-    return ip.is_global or any(ip in network for network in allowed)
 
 
 def _route(

@@ -37,6 +37,7 @@ from .limits import is_session_limit
 from .replies import parse_reply
 from .result import ReplyCode, SmtpReply, Stage
 from .settings import EngineSettings, SmtpSettings
+from .untrusted import clean_text
 
 #: Longest wait for the 221 to our QUIT: we are leaving, a slow goodbye costs only us.
 _QUIT_WAIT_S = 1.0
@@ -280,7 +281,7 @@ class _Connection:
         except SMTPResponseException as exc:
             if exc.code > 0:
                 return SMTPResponse(exc.code, exc.message)  # a plain refusal, e.g. 454
-            raise _TlsFailed(str(exc)) from exc
+            raise _TlsFailed(clean_text(str(exc))) from exc
         except (*_FAILURES, ValueError) as exc:  # ValueError: a name ssl will not send as SNI
             raise _TlsFailed(str(exc)) from exc
 
@@ -338,7 +339,8 @@ def _probe_error(exc: BaseException, mx_host: str, stage: Stage) -> ProbeError:
     """Return the engine's error for a socket, proxy or aiosmtplib failure at `stage`."""
     if isinstance(exc, TimeoutError):
         return ProbeTimeout(mx_host, stage, detail="no answer in time")
-    detail = getattr(exc, "message", "") or str(exc) or type(exc).__name__
+    # The detail may quote the server (an unparsable reply): untrusted text.
+    detail = clean_text(getattr(exc, "message", "") or str(exc) or type(exc).__name__)
     if isinstance(exc, SMTPResponseException):
         return ProbeProtocolError(mx_host, stage, detail=detail)
     return ProbeConnectError(mx_host, stage, detail=detail)

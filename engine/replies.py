@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .result import Reason, SmtpReply, Stage, Verdict
+from .untrusted import clean_text
 
 __all__ = ["classify", "greylist_delay_s", "parse_reply"]
 
@@ -70,7 +71,9 @@ def parse_reply(code: int, text: str) -> SmtpReply:
     repeated at the start of continuation lines is stripped; message keeps the rest, lines
     joined with "\\n", stripped.
     """
-    lines = [line.strip() for line in text.splitlines()]
+    # Untrusted text, made safe where it enters: invalid bytes become U+FFFD, control
+    # characters go, the length is capped (untrusted.clean_text).
+    lines = [line.strip() for line in clean_text(text).splitlines()]
     first = _ENHANCED_CODE.match(lines[0]) if lines else None
     if first is None or first.group(1) != str(code)[:1]:
         return SmtpReply(code, None, "\n".join(lines).strip())

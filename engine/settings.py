@@ -7,9 +7,10 @@ environment. Unknown keys are errors, so a typo in a config file is caught, not 
 
 from __future__ import annotations
 
+import re
 import socket
-from ipaddress import IPv4Network, IPv6Network
-from typing import Literal
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -47,6 +48,24 @@ class SmtpSettings(_Section):
     )
     proxy: str | None = Field(None, description="socks5://user:pass@host:port, or none.")
 
+    @field_validator("allowed_private_networks", mode="before")
+    @classmethod
+    def _networks_are_cidr(cls, value: Any) -> Any:
+        """Parse each network here, so a typo gets one plain message instead of pydantic's
+        account of every type in the union."""
+        if not isinstance(value, list):
+            return value
+        networks = []
+        for item in value:
+            try:
+                networks.append(ip_network(str(item)))
+            except ValueError:
+                raise ValueError(
+                    f"{str(item)[:60]!r} is not a network: write it as 10.0.0.0/8 or fd00::/8 "
+                    "(no host bits set after the prefix)"
+                ) from None
+        return networks
+
     @field_validator("proxy")
     @classmethod
     def _proxy_is_socks(cls, value: str | None) -> str | None:
@@ -75,6 +94,10 @@ class SyntaxSettings(_Section):
     )
 
 
+#: A host name of letters, digits, hyphens and dots, or an address literal ([192.0.2.1]).
+_HELO = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\]")
+
+
 def _default_helo() -> str:
     name = socket.getfqdn()
     return name if "." in name else "localhost.localdomain"
@@ -95,6 +118,19 @@ class EngineSettings(_Section):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     greylist: GreylistSettings = Field(default_factory=GreylistSettings)
     syntax: SyntaxSettings = Field(default_factory=SyntaxSettings)
+
+    @field_validator("helo_hostname")
+    @classmethod
+    def _helo_is_ascii(cls, value: str) -> str:
+        """Refuse a name EHLO cannot carry (RFC 5321 §4.1.1.1: a domain in ASCII, or an address
+        literal), at load time rather than as internal_error on every verification."""
+        if not value.isascii() or not _HELO.fullmatch(value):
+            try:
+                hint = f" (the ASCII form is {value.encode('idna').decode('ascii')})"
+            except UnicodeError:
+                hint = ""
+            raise ValueError(f"must be an ASCII host name such as mx.example.com{hint}")
+        return value
 
     @property
     def envelope_sender(self) -> str:

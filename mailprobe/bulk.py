@@ -11,17 +11,21 @@ on stderr; stdout carries only results.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import csv
 import io
 import itertools
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Literal
 
 from rich.console import Console
@@ -35,7 +39,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from connectors.csvdrop import email_column_index, format_value
+from connectors.csvdrop import (
+    CsvFileError,
+    detect_delimiter,
+    detect_encoding,
+    email_column_index,
+    format_value,
+    neutralised,
+)
 from connectors.fields import FIELD_NAMES, field_values
 from engine import Status, VerificationResult, Verifier
 
@@ -84,8 +95,12 @@ def _csv_rows(rows: Iterator[list[str]]) -> Iterator[list[str]]:
     return (row for row in rows if any(cell.strip() for cell in row))
 
 
-def read_input(stream: IO[str]) -> InputTable:
-    """Return the addresses of a plain list (one per line) or of a CSV with an email column."""
+def read_input(stream: IO[str], *, delimiter: str | None = None) -> InputTable:
+    """Return the addresses of a plain list (one per line) or of a CSV with an email column.
+
+    `delimiter` is the one the drop folder's sniffer found in the file; without it (a stream
+    given directly) the first line's most frequent candidate is taken.
+    """
     first_line = ""
     for line in stream:
         if line.strip():
@@ -93,7 +108,7 @@ def read_input(stream: IO[str]) -> InputTable:
             break
     if not first_line:
         return InputTable(["email"], 0, iter(()), total=0)
-    dialect_delimiter = max(",;\t|", key=first_line.count)
+    dialect_delimiter = delimiter or max(",;\t|", key=first_line.count)
     header = next(csv.reader([first_line], delimiter=dialect_delimiter))
     index = email_column_index(tuple(header)) if "@" not in first_line else None
     if index is None:
@@ -114,20 +129,41 @@ def open_input(path: str | None, addresses: tuple[str, ...]) -> tuple[InputTable
         rows = iter([[a] for a in addresses])
         return InputTable(["email"], 0, rows, total=len(addresses)), None
     if path == "-":
-        return read_input(sys.stdin), None
-    stream = _open(path)
-    table = read_input(stream)
-    if table.total is None and os.path.isfile(path):
-        with _open(path) as again:
-            table.total = sum(1 for _ in read_input(again).rows)
+        return _read_file(_spooled_stdin(), "stdin", count=False)
+    return _read_file(Path(path), path, count=os.path.isfile(path))
+
+
+def _read_file(path: Path, shown: str, *, count: bool) -> tuple[InputTable, IO[str]]:
+    """Return the table of a file read the drop folder's way (one reader for both paths):
+    encoding detected (BOM, strict UTF-8, Windows-1252, Latin-1; never mangled by
+    errors="replace") and the delimiter sniffed on a real sample of the file."""
+    try:
+        encoding, _ = detect_encoding(path)
+        delimiter = detect_delimiter(path, encoding)
+        stream = open(path, encoding=encoding, newline="")  # noqa: SIM115
+    except CsvFileError as exc:
+        raise InputError(f"cannot use {shown}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {shown}: {exc.strerror}") from None
+    table = read_input(stream, delimiter=delimiter)
+    if count and table.total is None:
+        with open(path, encoding=encoding, newline="") as again:
+            table.total = sum(1 for _ in read_input(again, delimiter=delimiter).rows)
     return table, stream
 
 
-def _open(path: str) -> IO[str]:
-    try:
-        return open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+def _spooled_stdin() -> Path:
+    """Return a temporary file holding stdin's bytes, so its encoding can be detected over the
+    whole input as a file's is; the file is removed when the process ends."""
+    source = getattr(sys.stdin, "buffer", None)
+    spool = tempfile.NamedTemporaryFile(prefix="mailprobe-stdin-", delete=False)  # noqa: SIM115
+    atexit.register(Path(spool.name).unlink, missing_ok=True)
+    with spool:
+        if source is None:  # a text stream without bytes underneath (tests, embedding)
+            spool.write(sys.stdin.read().encode("utf-8"))
+        else:
+            shutil.copyfileobj(source, spool)
+    return Path(spool.name)
 
 
 @dataclass(slots=True)
@@ -159,7 +195,7 @@ class _Writer:
         self._line = io.StringIO()
         self._csv = csv.writer(self._line, lineterminator="\n")
         if fmt == "csv":
-            out.write(self._csv_line([*header, *FIELD_NAMES]))
+            out.write(self._csv_line(neutralised([*header, *FIELD_NAMES])))
         elif fmt == "json" and not single:
             out.write("[")
         out.flush()
@@ -174,22 +210,23 @@ class _Writer:
         self._line.seek(0)
         self._line.truncate()
         self._csv.writerow(cells)
-        return self._line.getvalue()
+        return _utf8(self._line.getvalue())
 
     def write(self, index: int, row: list[str], result: VerificationResult) -> None:
         """Write one result (CSV: as soon as every earlier row is written)."""
         if self._fmt == "csv":
             values = field_values(result, next_check=None)
+            # The drop folder's writer rule: a cell a spreadsheet would run gets a leading '.
             self._pending[index] = self._csv_line(
-                [*row, *(format_value(values[name]) for name in FIELD_NAMES)]
+                neutralised([*row, *(format_value(values[name]) for name in FIELD_NAMES)])
             )
             while self._next in self._pending:
                 self._out.write(self._pending.pop(self._next))
                 self._next += 1
         elif self._fmt == "jsonl":
-            self._out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+            self._out.write(_utf8(json.dumps(result.to_json(), ensure_ascii=False)) + "\n")
         else:
-            text = json.dumps(result.to_json(), ensure_ascii=False, indent=2)
+            text = _utf8(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
             separator = "" if self._single else ("\n" if self._count == 0 else ",\n")
             self._out.write(separator + text)
         self._count += 1
@@ -205,6 +242,21 @@ class _Writer:
         if self._fmt == "json":
             self._out.write("\n" if self._single else "\n]\n")
         self._out.flush()
+
+
+def _utf8(text: str) -> str:
+    """Return the text encodable as UTF-8, bytes that were not UTF-8 shown as U+FFFD.
+
+    An address given on the command line arrives with its undecodable bytes as surrogates
+    (surrogateescape); the engine cleans server replies where they enter. Either way, one such
+    line must neither end the output nor make it invalid UTF-8.
+    """
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 async def verify_table(

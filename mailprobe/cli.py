@@ -192,6 +192,7 @@ def sync(ctx: click.Context, only: str | None) -> None:
     import asyncio
 
     from .daemon import sync_once
+    from .logs import mask_secrets
 
     settings = _settings(ctx)
     _service_logging(ctx, settings)
@@ -209,7 +210,8 @@ def sync(ctx: click.Context, only: str | None) -> None:
         )
     failed = [report for report in reports if not report.ok]
     for report in failed:
-        click.echo(f"mailprobe: connector {report.connector} failed: {report.error}", err=True)
+        error = mask_secrets(report.error or "")
+        click.echo(f"mailprobe: connector {report.connector} failed: {error}", err=True)
     if failed:
         sys.exit(EXIT_FAILED)
 
@@ -318,9 +320,14 @@ def config(ctx: click.Context) -> None:
     """Print the effective settings (file, environment, defaults) as YAML, secrets masked."""
     import yaml
 
+    from .logs import SecretMask, secret_values
+
     settings = _settings(ctx)
     data = settings.model_dump(mode="json")
-    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    # SecretStr values dump as ********** already; the mask also hides passwords inside URLs
+    # (engine.smtp.proxy: socks5://user:password@host) and anything shaped like a token.
+    click.echo(SecretMask(secret_values(settings))(text), nl=False)
 
 
 @main.command()

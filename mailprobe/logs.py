@@ -67,6 +67,17 @@ class SecretMask:
         return text
 
 
+#: The mask of this process: configure() gives it the configured secrets; before that, and in
+#: library use, it still masks everything shaped like a credential.
+_active = SecretMask()
+
+
+def mask_secrets(text: str) -> str:
+    """Return `text` through this process's secret mask: for every error text that is stored
+    (runs table), printed (`mailprobe status`, `mailprobe sync`) or logged."""
+    return _active(text)
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """Return the fields a call passed with `extra=`, in the order given."""
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
@@ -79,7 +90,9 @@ def _time(record: logging.LogRecord) -> str:
 
 def _text_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text == "" or any(ch in text for ch in ' "=\n\t'):
+    # Quoted (and so escaped) when it holds a control character too: a file name or reply with
+    # a terminal escape in it must not rewrite the operator's screen or forge a log line.
+    if text == "" or any(ch in text for ch in ' "=\n\t') or not text.isprintable():
         return json.dumps(text)
     return text
 
@@ -133,7 +146,8 @@ def configure(
     stream: TextIO | None = None,
 ) -> logging.Handler:
     """Install the one mailprobe log handler on the root logger and return it."""
-    mask = SecretMask(secrets)
+    global _active
+    mask = _active = SecretMask(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(mask) if fmt == "json" else TextFormatter(mask))
     handler.set_name("mailprobe")

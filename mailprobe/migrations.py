@@ -179,6 +179,13 @@ _DASHBOARD_FIGURES = (
     " WHERE status = 'unknown'",
 )
 
+@migrations()
+def m005_csv_file_fingerprint(db: Database) -> None:
+    """A dropped file's identity beyond name and size (inode and modification time), so a file
+    replaced by another of the same name and size is read, not taken for the one it replaced.
+    Rows from before have '' and are matched on name and size, as they were."""
+    _run(db, "ALTER TABLE csv_files ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
+
 
 #: Names of every migration this version knows, in order (a test holds it to the set above).
 KNOWN: tuple[str, ...] = (
@@ -186,6 +193,7 @@ KNOWN: tuple[str, ...] = (
     "m002_domains",
     "m003_csv_files",
     "m004_dashboard_figures",
+    "m005_csv_file_fingerprint",
 )
 
 

@@ -30,21 +30,23 @@ import logging
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from connectors.base import FieldUpdate, FieldValue, Page, PushReport
+from connectors.base import Contact, FieldUpdate, FieldValue, Page, PushReport
 from connectors.csvdrop import CsvFileError, CsvTable, DropFolder
 from connectors.errors import ConnectorError, FatalConnectorError
 from connectors.fields import field_text, field_values, shows_value
 from engine.errors import MailprobeError
 from engine.result import VerificationResult, format_time, parse_time
+from engine.untrusted import clean_text
 
 from .errors import StoreError
 from .locks import ConnectorBusy, pass_lock
+from .logs import mask_secrets
 from .store import ContactToWrite, CsvFileRecord, CsvFileState, RunCounts, RunOutcome, Store
 
 log = logging.getLogger(__name__)
@@ -232,12 +234,14 @@ class Pipeline:
                     run_id,
                     outcome=RunOutcome.FAILED,
                     counts=tally.counts(),
-                    error=str(exc),
+                    error=mask_secrets(str(exc)),
                     now=self.clock(),
                 )
             raise
         except Exception as exc:
             outcome, error = _failure(exc, connector.name)
+        # An error text may quote a library that quoted a credential: masked before it is kept.
+        error = mask_secrets(error) if error else error
         report = PassReport(connector.name, outcome, tally.counts(), error)
         self.store.finish_run(
             run_id, outcome=outcome, counts=report.counts, error=error, now=self.clock()
@@ -295,8 +299,9 @@ class Pipeline:
         async with aclosing(_closable(client.pull(since, signpost=signpost))) as pages:
             async for page in pages:
                 cursor = capped(page.cursor, signpost=signpost) if client.is_sorted else None
+                contacts = [_valid_text(contact) for contact in page.contacts]
                 counts = self.store.record_page(
-                    name, page.contacts, retired=page.retired, cursor=cursor, now=self.clock()
+                    name, contacts, retired=page.retired, cursor=cursor, now=self.clock()
                 )
                 tally.pulled += counts.stored
                 tally.queued += counts.queued
@@ -399,9 +404,41 @@ class Pipeline:
             await self._csv_file(drop, path, tally)
 
     async def _csv_file(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
+        """Work one dropped file; whatever goes wrong with it, the pass goes on to the next.
+
+        Only the store failing stops the pass (no file can be worked without it).
+        """
+        try:
+            await self._csv_file_steps(drop, path, tally)
+        except StoreError:
+            raise
+        except FileNotFoundError:
+            # Removed (or moved) by someone between listing and reading: nothing to do.
+            log.warning(
+                "file gone before it was read", extra={"connector": drop.name, "file": path.name}
+            )
+        except Exception:
+            log.exception("file failed", extra={"connector": drop.name, "file": path.name})
+            tally.failed += 1
+            with suppress(OSError):
+                self._fail_file(
+                    drop,
+                    path,
+                    None,
+                    "internal error while verifying this file "
+                    "(the service log has the details); drop it again to retry",
+                )
+
+    async def _csv_file_steps(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
         name, folder = drop.name, drop.folder
+        info = path.lstat()
         record = self.store.take_csv_file(
-            name, path.name, size=path.stat().st_size, now=self.clock()
+            name,
+            path.name,
+            size=info.st_size,
+            # A file replaced by another of the same name and size is a new file to read.
+            fingerprint=f"{info.st_ino}:{info.st_mtime_ns}",
+            now=self.clock(),
         )
         if record.state is not CsvFileState.WRITTEN:
             try:
@@ -451,9 +488,12 @@ class Pipeline:
         )
         return True
 
-    def _fail_file(self, drop: CsvDrop, path: Path, record: CsvFileRecord, reason: str) -> None:
+    def _fail_file(
+        self, drop: CsvDrop, path: Path, record: CsvFileRecord | None, reason: str
+    ) -> None:
         moved = drop.folder.fail(path, reason)
-        self.store.set_csv_file(record.id, CsvFileState.FAILED, error=reason, now=self.clock())
+        if record is not None:
+            self.store.set_csv_file(record.id, CsvFileState.FAILED, error=reason, now=self.clock())
         log.warning(
             "file failed",
             extra={
@@ -510,6 +550,23 @@ class Pipeline:
     def _thread_store(self) -> Store:
         """Return a new connection to the store for a worker thread (connections stay put)."""
         return Store(self.store.path, freshness=self.store.freshness)
+
+
+def _valid_text(contact: Contact) -> Contact:
+    """Return the contact with an id and address that are valid Unicode.
+
+    JSON can carry a lone surrogate ("\\udcff"), which no UTF-8 store or file can hold: one such
+    record would fail its page on every pass. It becomes U+FFFD (the address is then
+    invalid_syntax), where the CRM's text enters the application.
+    """
+    email, external_id = contact.email or "", contact.external_id
+    if email.isascii() and external_id.isascii():
+        return contact
+    return replace(
+        contact,
+        email=clean_text(email, limit=len(email) or 1) if email else contact.email,
+        external_id=clean_text(external_id, limit=len(external_id) or 1),
+    )
 
 
 def _failure(exc: Exception, connector: str) -> tuple[RunOutcome, str]:

@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -53,6 +62,29 @@ def _check_schedule(value: str) -> str:
             f"('*/15 * * * *'): {exc}"
         ) from None
     return value.strip()
+
+
+def _clean_secret(value: Any) -> Any:
+    """Return a secret without surrounding whitespace; refuse whitespace inside it.
+
+    A token pasted with its line break would otherwise reach an HTTP header, and the library's
+    error ("Invalid header value b'Bearer …\\n'") would carry the token into logs and the runs
+    table. The message never repeats the value.
+    """
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(text, str):
+        return value
+    text = text.strip()
+    if any(char.isspace() for char in text):
+        raise ValueError(
+            "the secret has whitespace inside it (a line break pasted with it?); "
+            "give it on one line"
+        )
+    return text
+
+
+#: A token or key: stripped and checked where settings load, masked wherever shown.
+Secret = Annotated[SecretStr, BeforeValidator(_clean_secret)]
 
 
 class _Section(BaseModel):
@@ -110,7 +142,7 @@ class HubSpotConnectorSettings(_ConnectorBase):
     """A HubSpot portal reached with a private app token."""
 
     type: Literal["hubspot"] = "hubspot"
-    access_token: SecretStr | None = Field(None, description="Private app token (environment).")
+    access_token: Secret | None = Field(None, description="Private app token (environment).")
     base_url: str = "https://api.hubapi.com"
     backfill: bool | date = Field(
         True, description="Verify existing contacts on the first pass: true, false or a date."
@@ -128,7 +160,7 @@ class SendGridConnectorSettings(_ConnectorBase):
     """SendGrid Marketing Campaigns contacts, read from lists."""
 
     type: Literal["sendgrid"] = "sendgrid"
-    api_key: SecretStr | None = Field(None, description="API key (environment).")
+    api_key: Secret | None = Field(None, description="API key (environment).")
     base_url: str = "https://api.sendgrid.com"
     lists: list[str] = Field(default_factory=list, description="List ids or names; none = all.")
     invalid_list: str | None = Field(None, description="List that invalid contacts are added to.")
@@ -149,9 +181,14 @@ class ApiSettings(_Section):
 
     enabled: bool = False
     listen: str = Field("127.0.0.1:8080", description="host:port to listen on.")
-    keys: list[SecretStr] = Field(default_factory=list, description="Accepted API keys.")
+    keys: list[Secret] = Field(default_factory=list, description="Accepted API keys.")
     rate_limit_per_minute: int = Field(600, ge=1, description="Requests per key per minute.")
     default_timeout_ms: int = Field(5000, ge=100, le=60000)
+    allow_private_networks: bool = Field(
+        False,
+        description="Let API callers' addresses reach engine.smtp.allowed_private_networks; "
+        "off, the API contacts only globally routable mail servers.",
+    )
 
 
 class LogSettings(_Section):
@@ -190,8 +227,11 @@ def _yaml_mapping(path: Path) -> None:
 
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    problem = first["msg"]
+    loc = list(first["loc"])
+    if len(loc) > 3 and loc[0] == "connectors":
+        del loc[2]  # the union's tag (`hubspot`): not a key the user wrote
+    where = ".".join(str(part) for part in loc) or "(top level)"
+    problem = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         problem = "unknown setting (check the spelling against config.example.yaml)"
     elif first["type"] in ("union_tag_not_found", "union_tag_invalid"):
@@ -233,3 +273,17 @@ def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
         return _FromFile(**overrides)
     except ValidationError as exc:
         raise ConfigError("", _describe(exc, source)) from None
+    except SettingsError as exc:
+        raise ConfigError("", _describe_env(exc)) from None
+
+
+def _describe_env(error: SettingsError) -> str:
+    """Return one line for an environment value pydantic-settings could not parse (bad JSON)."""
+    field = re.search(r'field "([^"]+)"', str(error))
+    prefix = f"MAILPROBE_{field[1].upper()}__" if field else "MAILPROBE_"
+    cause = error.__cause__
+    why = f" ({str(cause).splitlines()[0]})" if cause else ""
+    return (
+        f"{prefix}...: a list or mapping given in an environment variable must be JSON{why}; "
+        f'e.g. MAILPROBE_API__KEYS=\'["k-1", "k-2"]\''
+    )

@@ -17,6 +17,7 @@ Times are stored as TEXT in one format (`_ts`), so text order is time order.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from engine.result import Reason, VerificationResult
 
 from .errors import StoreError
 from .freshness import Cached, Decision, Freshness
+from .logs import mask_secrets
 from .migrations import KNOWN, migrations
 from .settings import PolicySettings
 
@@ -345,6 +347,17 @@ class Store:
         """Raise StoreError unless a write could start now (health checks; changes nothing)."""
         with self._write():
             pass
+
+    def check_usable(self) -> None:
+        """Raise StoreError unless the store can be read and its files written; lock-free.
+
+        For readiness probes: reads the schema (a shared lock at most) and checks permissions,
+        without BEGIN IMMEDIATE, so a probe never waits for, nor delays, a writer.
+        """
+        self.schema()
+        for path in (self.path, self.path.parent):
+            if not os.access(path, os.W_OK):
+                raise StoreError(str(self.path), f"{path} is not writable by this process")
 
     def schema(self) -> tuple[str, ...]:
         """Return the names of the migrations applied to this store, in order."""
@@ -723,17 +736,21 @@ class Store:
     # -- drop-folder files --------------------------------------------------------------------
 
     def take_csv_file(
-        self, connector: str, name: str, *, size: int, now: datetime
+        self, connector: str, name: str, *, size: int, now: datetime, fingerprint: str = ""
     ) -> CsvFileRecord:
-        """Return the unfinished record of a dropped file, or register it as new."""
+        """Return the unfinished record of a dropped file, or register it as new.
+
+        The record is the file's when name, size and `fingerprint` (inode and mtime) match; a
+        record from before fingerprints were kept matches on name and size.
+        """
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id, connector, name, size, state, rows, queued FROM csv_files"
-                " WHERE connector = ? AND name = ? AND state NOT IN (?, ?)"
+                "SELECT id, connector, name, size, state, rows, queued, fingerprint"
+                " FROM csv_files WHERE connector = ? AND name = ? AND state NOT IN (?, ?)"
                 " ORDER BY id DESC LIMIT 1",
                 (connector, name, CsvFileState.DONE, CsvFileState.FAILED),
             ).fetchone()
-            if row is not None and row[3] == size:
+            if row is not None and row[3] == size and row[7] in ("", fingerprint):
                 return _file_from(row)
             if row is not None:  # replaced by a different file of the same name: start over
                 conn.execute(
@@ -741,9 +758,9 @@ class Store:
                     (CsvFileState.FAILED, "replaced before it was finished", _ts(now), row[0]),
                 )
             file_id = conn.execute(
-                "INSERT INTO csv_files (connector, name, size, state, started_at)"
-                " VALUES (?,?,?,?,?)",
-                (connector, name, size, CsvFileState.TAKEN, _ts(now)),
+                "INSERT INTO csv_files (connector, name, size, state, started_at, fingerprint)"
+                " VALUES (?,?,?,?,?,?)",
+                (connector, name, size, CsvFileState.TAKEN, _ts(now), fingerprint),
             ).lastrowid
         return CsvFileRecord(file_id, connector, name, size, CsvFileState.TAKEN, 0, 0)
 
@@ -766,7 +783,7 @@ class Store:
                 " queued = coalesce(?, queued), output = coalesce(?, output),"
                 " error = coalesce(?, error), finished_at = coalesce(?, finished_at)"
                 " WHERE id = ?",
-                (state, rows, queued, output, error, finished, file_id),
+                (state, rows, queued, output, error and mask_secrets(error), finished, file_id),
             )
 
     # -- the run log --------------------------------------------------------------------------
@@ -801,7 +818,7 @@ class Store:
                     counts.verified,
                     counts.written,
                     counts.failed,
-                    error,
+                    None if error is None else mask_secrets(error),
                     run_id,
                 ),
             )
@@ -855,7 +872,8 @@ class Store:
             last_started=_dt(last[0]) if last else None,
             last_ended=_dt(last[1]) if last and last[1] else None,
             last_outcome=RunOutcome(last[2]) if last else None,
-            last_error=last[3] if last else None,
+            # Masked again on the way out: rows written by an older mailprobe were not.
+            last_error=mask_secrets(last[3]) if last and last[3] else None,
             queued=queued[0],
             contacts=dict(contacts),
             files=dict(files),

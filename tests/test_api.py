@@ -81,6 +81,7 @@ def app_settings(
             listen="127.0.0.1:0",
             keys=[SecretStr(key) for key in keys],
             rate_limit_per_minute=rate,
+            allow_private_networks=True,  # the fakes live on 127.0.0.0/8
         ),
         store=StoreSettings(path=store or Path("unused.db")),
         connectors=connectors or {},

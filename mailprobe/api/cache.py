@@ -154,11 +154,13 @@ class StoreCache:
             log.warning("result cache write failed: %s", exc)
 
     async def problem(self) -> str | None:
-        """Return None when a write transaction can start, else the store's message."""
+        """Return None when the store can be read and its file written, else what is wrong.
+
+        Read-only on purpose: a probe every few seconds must not queue for the write lock the
+        daemon's passes and the API's saves need (nor hold it, however briefly).
+        """
         try:
-            # An empty write: BEGIN IMMEDIATE takes the write lock, then nothing changes. The
-            # store has no verb for "can I write?" yet; this one is harmless with no ids.
-            await self._writes.call(lambda store: store.check_writable())
+            await self._reads.call(lambda store: store.check_usable())
         except StoreError as exc:
             return str(exc)
         return None

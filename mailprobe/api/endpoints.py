@@ -35,6 +35,9 @@ log = logging.getLogger(__package__)  # "mailprobe.api", the one logger of the w
 
 #: How long /readyz waits for each dependency before calling it not ready.
 READY_TIMEOUT_S = 2.0
+#: Wrong keys a client address may present a minute before it is answered 429: guessing keys
+#: gets slow, while a caller who mistyped one still sees its 401 at once.
+BAD_KEYS_PER_MINUTE = 10
 
 
 class Endpoints:
@@ -57,6 +60,7 @@ class Endpoints:
         self._metrics = metrics
         self._keys = KeyRing(settings.api.keys)
         self._limiter = RateLimiter(settings.api.rate_limit_per_minute)
+        self._bad_keys = RateLimiter(BAD_KEYS_PER_MINUTE)
         # Its own router: readiness probes must not fill the verifier's DNS cache.
         self._readiness_router = MailRouter(settings.engine)
         self._reference = Reference()
@@ -83,6 +87,7 @@ class Endpoints:
         else:
             found = self._keys.identify(presented_key(request))
             if found is None:
+                self._slow_down_guessing(request)
                 raise RequestError(
                     401,
                     "unauthorized",
@@ -93,6 +98,22 @@ class Endpoints:
             caller = found
         request.scope["mailprobe.caller"] = caller
         return caller
+
+    def _slow_down_guessing(self, request: Request) -> None:
+        """Raise 429 once a client address has presented too many wrong or missing keys."""
+        client = request.client.host if request.client else "unknown"
+        wait_s = self._bad_keys.take(client)
+        if wait_s > 0:
+            raise RequestError(
+                429,
+                "rate_limited",
+                "too many requests without a valid API key; retry after the Retry-After seconds",
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
+
+    def _trusted(self, request: Request) -> bool:
+        """Return True when the caller may see details: keyless (loopback) or a valid key."""
+        return not self._keys.required or self._keys.identify(presented_key(request)) is not None
 
     def _admit(self, request: Request, cost: int) -> None:
         """Raise 401 for a missing or wrong key, 429 when the caller's rate is spent."""
@@ -205,22 +226,28 @@ class Endpoints:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Return ready when the resolver answers and the store (if any) can be written.
+        """Return ready when the resolver answers and the store (if any) can be used.
         ---
         summary: Readiness
         description: >-
-          `resolver`: a lookup of a random name under `.invalid` gets an answer (NXDOMAIN
-          counts: the resolver answered) within 2 s; SERVFAIL, REFUSED or silence does not.
-          `store`: a write transaction can start within 2 s (absent without a store).
+          No key needed, so orchestrators can probe it. `resolver`: a lookup of a random name
+          under `.invalid` gets an answer (NXDOMAIN counts: the resolver answered) within 2 s;
+          SERVFAIL, REFUSED or silence does not. `store`: the store file is readable and
+          writable within 2 s, checked without taking its write lock (absent without a
+          store). Why a check failed is shown only to callers with a valid key (or to a keyless
+          API on loopback); others see `failed`, and the reason is logged.
         responses:
           '200': {description: 'Ready: {"status": "ready", "checks": {...}}.'}
-          '503': {description: 'Not ready; `checks` says which dependency failed and why.'}
+          '503': {description: 'Not ready; `checks` says which dependency failed.'}
         """
         resolver, store = await asyncio.gather(self._resolver_problem(), self._store_problem())
-        checks = {"resolver": resolver or "ok"}
+        trusted = self._trusted(request)
+        checks = {"resolver": _shown(resolver, trusted=trusted)}
         if self._store_configured:
-            checks["store"] = store or "ok"
+            checks["store"] = _shown(store, trusted=trusted)
         ready = resolver is None and store is None
+        if not ready:
+            log.warning("not ready: resolver %s, store %s", resolver or "ok", store or "ok")
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -258,3 +285,10 @@ class Endpoints:
             summary = None
         self._metrics.store_figures.summary = summary
         return Response(self._metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _shown(problem: str | None, *, trusted: bool) -> str:
+    """Return a readiness check's value: ok, or why it failed (to a trusted caller only)."""
+    if problem is None:
+        return "ok"
+    return problem if trusted else "failed"

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from engine.verifier import Verifier
 
@@ -29,6 +30,47 @@ log = logging.getLogger(__package__)  # "mailprobe.api", the one logger of the w
 
 #: uvicorn's wait for requests in flight at shutdown: the longest timeout_ms, and a margin.
 GRACEFUL_SHUTDOWN_S = MAX_TIMEOUT_MS / 1000 + 5
+
+
+#: Longest wait for a request's headers, from the connection (or the first byte after a
+#: response) on: a client that drips them (slowloris) or says nothing is hung up on.
+HEADER_TIMEOUT_S = 10.0
+
+
+class _HeaderDeadline(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn (0.3x) times out only idle keep-alive connections: one that sends half a request
+    line, or nothing at all, holds its socket forever, so a few thousand of them exhaust our
+    file descriptors. The deadline is armed when the connection is idle and not re-armed by
+    the bytes that trickle in, so dripping headers does not extend it.
+    """
+
+    _deadline: asyncio.TimerHandle | None = None
+    _idle_cycle: object = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()  # the first byte of the next request on a kept-alive connection
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._idle_cycle = self.cycle
+        self._deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._expire)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.cycle is self._idle_cycle:  # no request began since the deadline was armed
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -76,6 +118,7 @@ async def serve_app(
         log_config=None,  # the application configures logging
         access_log=False,  # it would log query strings, which hold addresses; _Observe logs
         server_header=False,
+        http=_HeaderDeadline,
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
     )
     server = _Server(config)

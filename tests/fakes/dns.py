@@ -27,6 +27,8 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, DNSError, DNSRecord
 
 DEFAULT_TTL = 300
+#: A name every DnsServer serves, so the engine's resolver check trusts a working fake.
+CANARY = "canary.resolver.test"
 _MAX_CNAME_HOPS = 8
 _PLAIN_UDP_LIMIT = 512  # RFC 1035 §4.2.1, when the query carries no EDNS buffer size
 _OPT = 41
@@ -80,6 +82,7 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tcp_writers: set[asyncio.StreamWriter] = set()
+        self.add(CANARY, "A", "127.0.0.1")
 
     # -- declaring the zone -------------------------------------------------------------------
 
@@ -125,8 +128,18 @@ class DnsServer:
             self._queries.clear()
 
     def dns_settings(self, *, timeout_s: float = 1.0) -> dict[str, Any]:
-        """Return `engine.dns` settings that point a resolver at this server."""
-        return {"nameservers": [self.host], "port": self.port, "timeout_s": timeout_s}
+        """Return `engine.dns` settings that point a resolver at this server.
+
+        The resolver check asks this server's own canary, and made-up names under `.test`:
+        the offline world's equivalent of the internet's large providers and `.com`.
+        """
+        return {
+            "nameservers": [self.host],
+            "port": self.port,
+            "timeout_s": timeout_s,
+            "canaries": [CANARY],
+            "nxdomain_zone": "test",
+        }
 
     # -- answering ----------------------------------------------------------------------------
 

@@ -54,9 +54,14 @@ class ResolverSanity:
     """Checks the resolver against canaries and a made-up name; the answer holds for a while."""
 
     def __init__(
-        self, settings: DnsSettings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: DnsSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        announce: bool = True,
     ) -> None:
         self._settings = settings
+        self._announce_changes = announce  # False: the caller reports the health itself
         self._lookup = Lookup(settings)
         self._clock = clock
         self._last: ResolverHealth | None = None
@@ -101,7 +106,8 @@ class ResolverSanity:
             dnssec=dnssec,
             checked_at=self._clock(),
         )
-        self._announce(health)
+        if self._announce_changes:
+            self._announce(health)
         self._last = health
         return health
 

@@ -140,8 +140,25 @@ def m003_csv_files(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_doctor_reports(db: Database) -> None:
+    """The pre-flight reports of `mailprobe doctor` and `mailprobe run`, for `mailprobe status`."""
+    _run(
+        db,
+        """
+        CREATE TABLE doctor_reports (
+            id INTEGER PRIMARY KEY,
+            checked_at TEXT NOT NULL,
+            ready INTEGER NOT NULL,              -- 1: nothing to fix
+            summary TEXT NOT NULL,               -- one line
+            report_json TEXT NOT NULL            -- every finding
+        );
+        """,
+    )
+
+
 #: Names of every migration this version knows, in order (a test holds it to the set above).
-KNOWN: tuple[str, ...] = ("m001_core", "m002_domains", "m003_csv_files")
+KNOWN: tuple[str, ...] = ("m001_core", "m002_domains", "m003_csv_files", "m004_doctor_reports")
 
 
 def _run(db: Database, script: str) -> None:

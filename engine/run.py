@@ -119,7 +119,7 @@ class Run:
                     await self._window.acquire()
                     self._add(self._verifier._job(email))
                 self._input_done = True
-                self._guard.release()
+                self._guard.input_ended()
                 for queue in self._queues.values():
                     queue.filled.set()  # no address can come any more: lingering is pointless
         except BaseExceptionGroup as group:  # input iteration failed: hand it to the caller
@@ -139,6 +139,7 @@ class Run:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue(*key)
+            self._guard.expect(job.address.domain)
         queue.jobs.append(job)
         if len(queue.jobs) >= queue.want:
             queue.filled.set()

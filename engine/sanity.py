@@ -187,19 +187,35 @@ def _what(answer: Records | DnsError) -> str:
 class ListGuard:
     """One run's distinct domains and how DNS answered them; trips when too many fail alike.
 
-    A DNS verdict waits until the guard has seen list_guard_min_domains domains or the run's
-    input ended (release()), so the first answers of a mass failure are judged with the rest.
+    A DNS verdict waits until the guard has seen list_guard_min_domains domains, or every domain
+    of a run whose input ended, so the first answers of a mass failure are judged with the rest.
     """
 
     def __init__(self, settings: DnsSettings) -> None:
         self._min = settings.list_guard_min_domains
         self._share = settings.list_guard_share
+        self._expected: set[str] = set()
         self._seen: dict[str, Reason | None] = {}
+        self._input_ended = False
         self._decided = asyncio.Event()
         self.tripped = False
 
+    def expect(self, domain: str) -> None:
+        """Note a domain of the run: once the input ends, the guard waits for its answer."""
+        self._expected.add(domain)
+
+    def skip(self, domain: str) -> None:
+        """Forget a domain whose lookup failed unexpectedly: its answer will never come."""
+        self._expected.discard(domain)
+        self._judge(final=False)
+
+    def input_ended(self) -> None:
+        """Note that no more domains will come: judge once every expected one answered."""
+        self._input_ended = True
+        self._judge(final=False)
+
     def release(self) -> None:
-        """Judge with what was seen: no more domains will come, or the run cannot wait longer."""
+        """Judge now with what was seen: the run cannot hold its verdicts any longer."""
         if not self._decided.is_set():
             self._judge(final=True)
 
@@ -215,7 +231,8 @@ class ListGuard:
 
     def _judge(self, *, final: bool) -> None:
         total = len(self._seen)
-        if total < self._min and not final:
+        everything = self._input_ended and self._expected.issubset(self._seen)
+        if total < self._min and not (final or everything):
             return
         self._decided.set()  # later domains are still judged; a tripped guard stays tripped
         counts = Counter(r for r in self._seen.values() if r in DNS_VERDICTS)

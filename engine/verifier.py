@@ -133,6 +133,10 @@ class Verifier:
         except DnsError as exc:
             log.info("dns error", extra={"domain": domain, "error": str(exc)})
             route = None
+        except BaseException:
+            if guard is not None:
+                guard.skip(domain)  # its answer will never come: others must not wait for it
+            raise
         reason = await self._dns_reason(domain, route, guard)
         if reason is not None:
             return _final(reason, route if reason is not Reason.DNS_ERROR else None)

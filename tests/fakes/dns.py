@@ -320,6 +320,35 @@ class ServfailDns(DnsServer):
         return reply
 
 
+class NxdomainDns(DnsServer):
+    """Answers NXDOMAIN to every question, like a filtered or split-horizon company resolver."""
+
+    def answer(self, request: DNSRecord) -> DNSRecord | None:
+        """Return an NXDOMAIN reply."""
+        reply = request.reply()
+        reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+class HijackingDns(DnsServer):
+    """Answers what it knows; invents an address for every A question about an unknown name.
+
+    NXDOMAIN hijacking, as ISP and captive-portal resolvers do to show a search page.
+    """
+
+    invented = "127.0.0.99"
+
+    def answer(self, request: DNSRecord) -> DNSRecord | None:
+        """Return the true reply, or an invented A record instead of NXDOMAIN."""
+        reply = super().answer(request)
+        is_a = QTYPE.get(request.q.qtype) == "A"
+        if reply is None or reply.header.rcode != RCODE.NXDOMAIN or not is_a:
+            return reply
+        invented = request.reply()
+        invented.add_answer(*RR.fromZone(f"{request.q.qname} 60 IN A {self.invented}"))
+        return invented
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self._server = server

@@ -151,6 +151,7 @@ class DnsServer:
         if behaviour is _Behaviour.DROP:
             return None
         reply = request.reply()
+        reply.header.ad = 0  # dnslib copies the query's flags; we validate nothing (RFC 6840)
         if behaviour is _Behaviour.SERVFAIL:
             reply.header.rcode = RCODE.SERVFAIL
             return reply

@@ -88,9 +88,7 @@ async def test_doctor_on_a_correct_world_is_ready(world: Settings) -> None:
     assert checks["dnssec"] is Outcome.WARN  # the fake does not validate
 
 
-def test_doctor_command_exits_0_when_ready_and_prints_json(
-    world: Settings, tmp_path: Path
-) -> None:
+def test_doctor_command_exits_0_when_ready_and_prints_json(world: Settings, tmp_path: Path) -> None:
     config = tmp_path / "mailprobe.yaml"
     config.write_text(json.dumps(world().model_dump(mode="json")), encoding="utf-8")
     result = CliRunner().invoke(main, ["--config", str(config), "doctor", "--json"])

@@ -66,9 +66,7 @@ async def check_port_25(engine: EngineSettings, hosts: Sequence[str]) -> tuple[F
     for source in sources:
         for host, ip in targets:
             try:
-                banner, came_from = await greet(
-                    host, ip, smtp=engine.smtp, source_address=source
-                )
+                banner, came_from = await greet(host, ip, smtp=engine.smtp, source_address=source)
             except ProbeError as exc:
                 errors.append(f"{host} ({ip}) from {source or 'any address'}: {exc}")
                 continue
@@ -166,9 +164,7 @@ async def _fcrdns(
     return None
 
 
-async def check_mail_from(
-    engine: EngineSettings, sources: Sequence[str]
-) -> list[Finding]:
+async def check_mail_from(engine: EngineSettings, sources: Sequence[str]) -> list[Finding]:
     """Return whether the MAIL FROM domain exists, has MX, and its SPF permits the sources."""
     sender = engine.envelope_sender
     domain = sender.rpartition("@")[2].lower()

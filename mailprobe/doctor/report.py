@@ -68,7 +68,5 @@ class Report:
             "ready": self.ready,
             "summary": self.summary(),
             "checked_at": format_time(self.checked_at),
-            "findings": [
-                {**asdict(f), "outcome": str(f.outcome)} for f in self.findings
-            ],
+            "findings": [{**asdict(f), "outcome": str(f.outcome)} for f in self.findings],
         }

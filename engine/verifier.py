@@ -65,6 +65,7 @@ class Verifier:
         self._rng = rng or random.Random()
         self._router = MailRouter(self.settings, rng=self._rng)
         self._sanity = ResolverSanity(self.settings.dns)
+        self._distrusted = False  # a DNS verdict was withheld since the last route cache reset
         self.throttle = HostThrottle(self.settings.smtp, rng=self._rng)
         self._step = SmtpStep(self.settings, throttle=self.throttle)
         self._corrections: dict[str, str | None] = {}  # domain → the domain it is a typo of
@@ -163,7 +164,15 @@ class Verifier:
         reason = Reason.DNS_ERROR if route is None else _ROUTE_VERDICTS.get(route.kind)
         if guard is not None:
             reason = await guard.vet(domain, reason)
-        if reason in _ROUTE_VERDICTS.values() and not await self._sanity.trusted():
+        if reason not in _ROUTE_VERDICTS.values():
+            return reason
+        if not await self._sanity.trusted():
+            self._distrusted = True
+            return Reason.DNS_ERROR
+        if self._distrusted:
+            # Trusted again: negative answers cached while it lied must not decide anything.
+            self._distrusted = False
+            self._router = MailRouter(self.settings, rng=self._rng)
             return Reason.DNS_ERROR
         return reason
 

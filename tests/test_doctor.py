@@ -24,6 +24,7 @@ from tests.fakes.dns import DnsServer, HijackingDns, NxdomainDns, running_dns_se
 from tests.fakes.hubspot import TOKEN, FakeHubSpot
 from tests.fakes.sendgrid import API_KEY, SendGridFake
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server, shared_port
+from tests.test_probe import socks5_proxy  # noqa: F401 - the SOCKS5 proxy fixture
 
 SOURCE = "127.0.0.1"
 PROVIDER_MX = "127.0.0.2"
@@ -174,6 +175,20 @@ async def test_doctor_port_25_finds_the_source_address_when_none_is_configured(
     # The connection came from 127.0.0.1: the HELO and SPF checks judge that address.
     assert finding(report, "helo name").outcome is Outcome.OK
     assert "for 127.0.0.1: pass" in finding(report, "spf").found
+
+
+async def test_doctor_port_25_goes_through_the_proxy_and_hides_its_password(
+    world: Settings,
+    provider: ScriptedSmtp,
+    socks5_proxy: tuple[int, list[tuple[str, int]]],  # noqa: F811 - the fixture imported above
+) -> None:
+    proxy_port, targets = socks5_proxy
+    proxy = f"socks5://user:s3cret@127.0.0.1:{proxy_port}"
+    smtp = {"port": provider.port, "source_addresses": [SOURCE], "proxy": proxy}
+    found = finding(await diagnose(world(engine={"smtp": smtp})), "port 25")
+    assert found.outcome is Outcome.OK
+    assert f"through proxy 127.0.0.1:{proxy_port}" in found.found and "s3cret" not in found.found
+    assert targets == [(PROVIDER_MX, provider.port)]
 
 
 # HELO name and forward-confirmed reverse DNS ----------------------------------------------------

@@ -155,3 +155,21 @@ async def test_list_guard_judges_when_the_read_ahead_window_fills(net: Net) -> N
 
 def test_verifier_exposes_resolver_health() -> None:
     assert callable(Verifier().resolver_health)
+
+
+async def test_answers_cached_while_the_resolver_lied_do_not_decide_once_it_is_trusted(
+    net: Net,
+) -> None:
+    net.dns.drop(CANARY)
+    settings = net.settings(dns_timeout_s=0.3)
+    always = settings.dns.model_copy(update={"check_interval_s": 1e-9})  # check every time
+    verifier = Verifier(settings.model_copy(update={"dns": always}))
+    assert (await verifier.verify("a@gone.test")).reason is Reason.DNS_ERROR
+    net.dns.restore(CANARY)  # the resolver is fixed...
+    net.dns.add_mx("gone.test", 10, "mx.gone.test")  # ...and the domain was there all along
+    net.dns.add("mx.gone.test", "A", IP1)
+    first = await verifier.verify("a@gone.test")
+    assert first.reason is Reason.DNS_ERROR  # the NXDOMAIN cached from the lie is dropped
+    second = await verifier.verify("a@gone.test")
+    assert second.reason is not Reason.DOMAIN_NOT_FOUND
+    assert net.dns.count("gone.test", "MX") == 2

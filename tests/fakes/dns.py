@@ -109,6 +109,11 @@ class DnsServer:
         with self._lock:
             self._behaviours[_norm(name)] = _Behaviour.DROP
 
+    def restore(self, name: str) -> None:
+        """Answer questions about `name` from the zone again (undoes servfail() and drop())."""
+        with self._lock:
+            self._behaviours.pop(_norm(name), None)
+
     # -- what was asked -----------------------------------------------------------------------
 
     @property

@@ -10,6 +10,7 @@ unknown/dns_error: a lying resolver must never turn good leads into "invalid". N
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -29,6 +30,9 @@ log = logging.getLogger("mailprobe.engine")
 DNS_VERDICTS = frozenset(
     {Reason.DOMAIN_NOT_FOUND, Reason.NO_MAIL_SERVER, Reason.NULL_MX, Reason.UNROUTABLE_MX}
 )
+
+#: The longest a DNS verdict waits for the list guard's judgement.
+MAX_HOLD_S = 3.0
 
 ADVICE = (
     "point engine.dns.nameservers at a resolver that answers for the internet (e.g. a local "
@@ -226,7 +230,13 @@ class ListGuard:
             self._judge(final=False)
         if reason not in DNS_VERDICTS:
             return reason
-        await self._decided.wait()
+        if not self._decided.is_set():
+            # Bounded: a caller that takes results in input order may stop reading input until
+            # this very verdict arrives, and then the guard would wait for domains that never come.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAX_HOLD_S):
+                    await self._decided.wait()
+            self.release()
         return Reason.DNS_ERROR if self.tripped else reason
 
     def _judge(self, *, final: bool) -> None:

@@ -6,12 +6,13 @@ NXDOMAIN, one that never answers the canary; and runs where most domains fail al
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from engine import Reason, Status, Verifier
+from engine import Reason, Status, Verifier, sanity
 from engine.sanity import ResolverSanity
 from engine.settings import DnsSettings
 from tests.fakes.dns import CANARY, DnsServer, HijackingDns, NxdomainDns, running_dns_server
@@ -173,3 +174,22 @@ async def test_answers_cached_while_the_resolver_lied_do_not_decide_once_it_is_t
     second = await verifier.verify("a@gone.test")
     assert second.reason is not Reason.DOMAIN_NOT_FOUND
     assert net.dns.count("gone.test", "MX") == 2
+
+
+async def test_list_guard_holds_a_verdict_only_briefly_for_a_caller_waiting_on_it(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sanity, "MAX_HOLD_S", 0.05)
+    first_taken = asyncio.Event()
+
+    async def in_order_input() -> AsyncIterator[str]:
+        yield "a@gone.test"
+        await first_taken.wait()  # like a writer keeping input order: no more until it is out
+        yield "b@gone2.test"
+
+    results = []
+    async with asyncio.timeout(10):
+        async for result in net.verifier().verify_many(in_order_input()):
+            results.append(result)
+            first_taken.set()
+    assert [r.reason for r in results] == [Reason.DOMAIN_NOT_FOUND] * 2

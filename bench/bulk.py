@@ -46,7 +46,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.dns import DnsServer, running_dns_server  # noqa: E402
+from tests.fakes.dns import CANARY, DnsServer, running_dns_server  # noqa: E402
 from tests.fakes.smtp import ScriptedSmtp, SessionRecord, running_smtp_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -348,6 +348,9 @@ def _env(dns: DnsServer, port: int, greylist_s: float) -> dict[str, str]:
         MAILPROBE_ENGINE__DNS__NAMESERVERS=json.dumps([dns.host]),
         MAILPROBE_ENGINE__DNS__PORT=str(dns.port),
         MAILPROBE_ENGINE__DNS__TIMEOUT_S="5",
+        # The farm's resolver check: its own canary, and made-up names under .test.
+        MAILPROBE_ENGINE__DNS__CANARIES=json.dumps([CANARY]),
+        MAILPROBE_ENGINE__DNS__NXDOMAIN_ZONE="test",
         MAILPROBE_ENGINE__SMTP__PORT=str(port),
         MAILPROBE_ENGINE__SMTP__CONNECT_TIMEOUT_S="10",
         MAILPROBE_ENGINE__SMTP__COMMAND_TIMEOUT_S="10",

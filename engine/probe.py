@@ -344,3 +344,19 @@ def _probe_error(exc: BaseException, mx_host: str, stage: Stage) -> ProbeError:
     if isinstance(exc, SMTPResponseException):
         return ProbeProtocolError(mx_host, stage, detail=detail)
     return ProbeConnectError(mx_host, stage, detail=detail)
+
+
+async def greet(
+    mx_host: str, ip: str, *, smtp: SmtpSettings, source_address: str | None = None
+) -> tuple[SmtpReply, str | None]:
+    """Return a server's banner and the local address that reached it, then say QUIT.
+
+    The pre-flight's port-25 test: the same dial (source address, proxy) as a real session.
+    """
+    connection, banner = await _Connection.open(
+        mx_host, ip, smtp=smtp, source_address=source_address
+    )
+    transport = connection._protocol.transport
+    local = transport.get_extra_info("sockname") if transport is not None else None
+    await connection.quit()
+    return banner, (str(local[0]) if local else None)

@@ -23,6 +23,7 @@ from .answer import INTERNAL_ERROR, Answer, Final, Job
 from .catchall import made_up_local_part
 from .mx import MailRoute
 from .result import Reason, VerificationResult
+from .sanity import ListGuard
 from .settings import GreylistSettings
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Run:
         # whole input's answers would grow with it).
         self._recent: OrderedDict[str, VerificationResult] = OrderedDict()
         self._input_done = False
+        self._guard = ListGuard(verifier.settings.dns)  # DNS verdicts wait for its judgement
         self._tasks: asyncio.TaskGroup | None = None
         smtp = verifier.settings.smtp
         self._batch = smtp.max_rcpt_per_session
@@ -112,9 +114,12 @@ class Run:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 async for email in _read(emails):
+                    if self._window.locked():
+                        self._guard.release()  # held DNS verdicts fill the window: judge now
                     await self._window.acquire()
                     self._add(self._verifier._job(email))
                 self._input_done = True
+                self._guard.input_ended()
                 for queue in self._queues.values():
                     queue.filled.set()  # no address can come any more: lingering is pointless
         except BaseExceptionGroup as group:  # input iteration failed: hand it to the caller
@@ -134,6 +139,7 @@ class Run:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue(*key)
+            self._guard.expect(job.address.domain)
         queue.jobs.append(job)
         if len(queue.jobs) >= queue.want:
             queue.filled.set()
@@ -171,7 +177,7 @@ class Run:
         """Answer the queue's jobs that need no session, or run one conversation for a batch."""
         taken: list[Job] = []
         try:
-            plan = await self._verifier._plan(queue.domain)
+            plan = await self._verifier._plan(queue.domain, guard=self._guard)
             if isinstance(plan, Final):
                 taken += queue.jobs
                 queue.jobs.clear()

@@ -19,6 +19,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: MX host names of large mailbox providers: every working resolver on the internet finds them.
+DEFAULT_CANARIES = (
+    "gmail-smtp-in.l.google.com",
+    "hotmail-com.olc.protection.outlook.com",
+    "mta5.am0.yahoodns.net",
+    "mx01.mail.icloud.com",
+)
+
+
 class DnsSettings(_Section):
     """How the mail route is looked up."""
 
@@ -27,6 +36,28 @@ class DnsSettings(_Section):
     )
     port: int = Field(53, ge=1, le=65535, description="UDP/TCP port of the nameservers.")
     timeout_s: float = Field(5.0, gt=0, description="Whole time allowed for one DNS lookup.")
+    canaries: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CANARIES),
+        description="Names that must resolve; a resolver denying them is not trusted. [] = off.",
+    )
+    nxdomain_zone: str = Field(
+        "com",
+        description="A random name under this zone must not exist; an answer for it is "
+        "NXDOMAIN hijacking. '' = off.",
+    )
+    check_interval_s: float = Field(
+        300.0, gt=0, description="How long a resolver check holds before it is asked again."
+    )
+    list_guard_min_domains: int = Field(
+        50, ge=1, description="Distinct domains a run needs before the list guard judges it."
+    )
+    list_guard_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a run's domains failing DNS the same way that makes those "
+        "answers unknown/dns_error.",
+    )
 
 
 class SmtpSettings(_Section):

@@ -24,6 +24,7 @@ from .errors import DnsError
 from .mx import MailRoute, MailRouter, RouteKind
 from .result import Checks, Reason, SmtpCheck, SmtpReply, Status, Verdict, VerificationResult
 from .run import Run
+from .sanity import ListGuard, ResolverHealth, ResolverSanity
 from .settings import EngineSettings
 from .syntax import Address, parse_address, suggest_correction
 from .throttle import HostThrottle
@@ -63,6 +64,8 @@ class Verifier:
         self.role_is_risky = role_is_risky
         self._rng = rng or random.Random()
         self._router = MailRouter(self.settings, rng=self._rng)
+        self._sanity = ResolverSanity(self.settings.dns)
+        self._distrusted = False  # a DNS verdict was withheld since the last route cache reset
         self.throttle = HostThrottle(self.settings.smtp, rng=self._rng)
         self._step = SmtpStep(self.settings, throttle=self.throttle)
         self._corrections: dict[str, str | None] = {}  # domain → the domain it is a typo of
@@ -104,6 +107,13 @@ class Verifier:
         """
         return await self._router.route(domain)
 
+    async def resolver_health(self, *, fresh: bool = False) -> ResolverHealth:
+        """Return whether the resolver may decide DNS verdicts (checked every check_interval_s).
+
+        The same check gates this verifier's verdicts, so /readyz and the results agree.
+        """
+        return await self._sanity.health(fresh=fresh)
+
     def _job(self, email: str) -> Job | VerificationResult:
         """Return the job for an address, or its final result when its syntax is invalid."""
         started = time.perf_counter()
@@ -117,15 +127,21 @@ class Verifier:
             return _contract(email, email.strip(), verdict, checks, started=started)
         return Job(email=email, address=parsed, started=started)
 
-    async def _plan(self, domain: str) -> MailRoute | Final:
+    async def _plan(self, domain: str, *, guard: ListGuard | None = None) -> MailRoute | Final:
         """Return the route to ask the domain's MX over, or the answer that needs no session."""
         try:
             route = await self.route(domain)
         except DnsError as exc:
             log.info("dns error", extra={"domain": domain, "error": str(exc)})
-            return _final(Reason.DNS_ERROR, None)
-        if route.kind in _ROUTE_VERDICTS:
-            return _final(_ROUTE_VERDICTS[route.kind], route)
+            route = None
+        except BaseException:
+            if guard is not None:
+                guard.skip(domain)  # its answer will never come: others must not wait for it
+            raise
+        reason = await self._dns_reason(domain, route, guard)
+        if reason is not None:
+            return _final(reason, route if reason is not Reason.DNS_ERROR else None)
+        assert route is not None
         if enrich.is_disposable(domain):
             # Throwaway inboxes exist by design; asking their servers adds load, not knowledge.
             return _final(Reason.DISPOSABLE, route)
@@ -136,6 +152,29 @@ class Verifier:
         if not route.deliverable:  # no address to dial: nothing would ever take the queue
             return _final(Reason.CONNECTION_FAILED, route)
         return route
+
+    async def _dns_reason(
+        self, domain: str, route: MailRoute | None, guard: ListGuard | None
+    ) -> Reason | None:
+        """Return the reason DNS alone gives the domain, or None when it found a mail route.
+
+        A verdict from DNS alone needs a resolver we trust and a run that is not failing en
+        masse; otherwise it is unknown/dns_error, never invalid.
+        """
+        reason = Reason.DNS_ERROR if route is None else _ROUTE_VERDICTS.get(route.kind)
+        if guard is not None:
+            reason = await guard.vet(domain, reason)
+        if reason not in _ROUTE_VERDICTS.values():
+            return reason
+        if not await self._sanity.trusted():
+            self._distrusted = True
+            return Reason.DNS_ERROR
+        if self._distrusted:
+            # Trusted again: negative answers cached while it lied must not decide anything.
+            self._distrusted = False
+            self._router = MailRouter(self.settings, rng=self._rng)
+            return Reason.DNS_ERROR
+        return reason
 
     def _result(self, job: Job, answer: Answer, *, route: MailRoute | None) -> VerificationResult:
         """Return the contract result for one job from its answer and the domain's facts."""

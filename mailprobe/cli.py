@@ -172,8 +172,16 @@ def run(ctx: click.Context) -> None:
     _service_logging(ctx, settings)
 
     async def serve(store: Any, connectors: Any, verifier: Any) -> None:
+        from .doctor import preflight_line
+
+        # Beside the daemon, not before it: a dead resolver must not delay the first pass.
+        preflight = asyncio.create_task(preflight_line(settings, store))
         daemon = Daemon(settings, store=store, connectors=connectors, verifier=verifier)
-        await daemon.run()
+        try:
+            await daemon.run()
+        finally:
+            preflight.cancel()
+            await asyncio.gather(preflight, return_exceptions=True)
 
     asyncio.run(_with_service(settings, None, serve))
 
@@ -283,12 +291,22 @@ def status(ctx: click.Context, as_json: bool) -> None:
         return
     with open_store(settings) as store:
         summary = store.status_summary(settings.connectors)
+        doctor = store.last_doctor_report()
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(summary), default=str, indent=2))
+        data = {**dataclasses.asdict(summary), "doctor": doctor}
+        click.echo(json.dumps(data, default=str, indent=2))
         return
     click.echo(f"store: {path}")
     for line in _status_lines(summary):
         click.echo(line)
+    click.echo(_doctor_line(doctor))
+
+
+def _doctor_line(report: dict[str, Any] | None) -> str:
+    """Return `mailprobe status`'s line about the last pre-flight."""
+    if report is None:
+        return "doctor: never run (`mailprobe doctor` checks this host is ready)"
+    return f"doctor ({report['checked_at']}): {report['summary']}"
 
 
 @main.command()
@@ -364,6 +382,30 @@ def serve(ctx: click.Context, listen: str | None, no_store: bool) -> None:
     finally:
         if store is not None:
             store.close()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_context
+@_user_errors
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check this host is ready to verify: resolver, port 25, HELO/PTR, SPF, blocklists, store,
+    connectors, API keys. Exit 0 when ready, 1 when something must be fixed."""
+    import asyncio
+    import json
+
+    from .doctor import run_doctor
+
+    settings = _settings(ctx)
+    report = asyncio.run(run_doctor(settings))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for finding in report.findings:
+            click.echo(finding.line())
+        click.echo(f"mailprobe doctor: {report.summary()}")
+    if not report.ready:
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

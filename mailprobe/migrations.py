@@ -179,12 +179,30 @@ _DASHBOARD_FIGURES = (
     " WHERE status = 'unknown'",
 )
 
+
 @migrations()
 def m005_csv_file_fingerprint(db: Database) -> None:
     """A dropped file's identity beyond name and size (inode and modification time), so a file
     replaced by another of the same name and size is read, not taken for the one it replaced.
     Rows from before have '' and are matched on name and size, as they were."""
     _run(db, "ALTER TABLE csv_files ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m006_doctor_reports(db: Database) -> None:
+    """The pre-flight reports of `mailprobe doctor` and `mailprobe run`, for `mailprobe status`."""
+    _run(
+        db,
+        """
+        CREATE TABLE doctor_reports (
+            id INTEGER PRIMARY KEY,
+            checked_at TEXT NOT NULL,
+            ready INTEGER NOT NULL,              -- 1: nothing to fix
+            summary TEXT NOT NULL,               -- one line
+            report_json TEXT NOT NULL            -- every finding
+        );
+        """,
+    )
 
 
 #: Names of every migration this version knows, in order (a test holds it to the set above).
@@ -194,6 +212,7 @@ KNOWN: tuple[str, ...] = (
     "m003_csv_files",
     "m004_dashboard_figures",
     "m005_csv_file_fingerprint",
+    "m006_doctor_reports",
 )
 
 

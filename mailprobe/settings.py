@@ -191,6 +191,23 @@ class ApiSettings(_Section):
     )
 
 
+class DoctorSettings(_Section):
+    """What `mailprobe doctor` asks: the hosts it dials on port 25 and the blocklists."""
+
+    smtp_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "gmail-smtp-in.l.google.com",
+            "hotmail-com.olc.protection.outlook.com",
+            "mta5.am0.yahoodns.net",
+        ],
+        description="MX hosts dialled on engine.smtp.port to prove outbound port 25 is open.",
+    )
+    blocklists: list[str] = Field(
+        default_factory=lambda: ["zen.spamhaus.org", "b.barracudacentral.org", "bl.spamcop.net"],
+        description="DNS blocklist zones the source addresses are looked up in.",
+    )
+
+
 class LogSettings(_Section):
     """How mailprobe logs."""
 
@@ -211,6 +228,7 @@ class AppSettings(BaseSettings):
     connectors: dict[str, ConnectorSettings] = Field(default_factory=_default_connectors)
     api: ApiSettings = Field(default_factory=ApiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    doctor: DoctorSettings = Field(default_factory=DoctorSettings)
 
 
 def _yaml_mapping(path: Path) -> None:

@@ -387,6 +387,26 @@ class Store:
     def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
         return self.db.conn.execute(sql, params).fetchone()
 
+    # -- pre-flight reports -------------------------------------------------------------------
+
+    def save_doctor_report(self, report: Mapping[str, Any], *, now: datetime) -> None:
+        """Keep a doctor report (its to_json()); only the last few are kept."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO doctor_reports (checked_at, ready, summary, report_json)"
+                " VALUES (?, ?, ?, ?)",
+                (_ts(now), int(bool(report["ready"])), report["summary"], json.dumps(report)),
+            )
+            conn.execute(
+                "DELETE FROM doctor_reports WHERE id <= (SELECT MAX(id) FROM doctor_reports) - 20"
+            )
+
+    def last_doctor_report(self) -> dict[str, Any] | None:
+        """Return the last doctor report saved, or None when doctor never ran on this store."""
+        with self._guard():
+            row = self._one("SELECT report_json FROM doctor_reports ORDER BY id DESC LIMIT 1")
+        return json.loads(row[0]) if row else None
+
     # -- the result cache ---------------------------------------------------------------------
 
     def save_result(self, result: VerificationResult, *, now: datetime) -> Decision:

@@ -262,8 +262,26 @@ def test_doctor_report_is_shown_with_each_check_when_stored() -> None:
     assert "outbound port 25 is blocked" in html and "1 failed" in html and "2 h ago" in html
 
 
-def test_last_doctor_is_not_run_yet_until_wired(seeded: Store) -> None:
+def test_last_doctor_is_not_run_yet_before_any_doctor_run(seeded: Store) -> None:
     assert figures_module.last_doctor(seeded) is None
+
+
+def test_last_doctor_reads_the_stored_report_in_the_dashboards_words(seeded: Store) -> None:
+    findings = [
+        {"check": "resolver", "outcome": "ok", "found": "answers in 12 ms", "fix": None},
+        {"check": "port 25", "outcome": "fail", "found": "blocked", "fix": "ask your host"},
+        {"check": "blocklists", "outcome": "warn", "found": "listed on one", "fix": "delist"},
+    ]
+    stored = {"ready": False, "summary": "not ready", "checked_at": "2026-12-04T10:00:00Z"}
+    seeded.save_doctor_report({**stored, "findings": findings}, now=NOW)
+    report = figures_module.last_doctor(seeded)
+    assert report is not None
+    assert [(c.name, c.outcome) for c in report.checks] == [
+        ("resolver", "ok"),
+        ("port 25", "failed"),
+        ("blocklists", "warning"),
+    ]
+    assert "1 failed" in page(figures_module.gather(seeded, ["crm"], now=NOW))
 
 
 # In a browser ---------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def create_app(
         cache=cache,
         metrics=metrics,
         store_configured=store is not None,
+        resolver_health=getattr(engine, "resolver_health", None),
     )
 
     @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import secrets
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from engine.errors import DnsError
 from engine.mx import MailRouter
+from engine.sanity import ResolverHealth, ResolverSanity
 
 from ..errors import StoreError
 from ..settings import AppSettings
@@ -51,6 +53,7 @@ class Endpoints:
         cache: ResultCache,
         metrics: ApiMetrics,
         store_configured: bool,
+        resolver_health: Callable[[], Awaitable[ResolverHealth]] | None = None,
     ) -> None:
         self._api = settings.api
         self._store_configured = store_configured
@@ -63,6 +66,8 @@ class Endpoints:
         self._bad_keys = RateLimiter(BAD_KEYS_PER_MINUTE)
         # Its own router: readiness probes must not fill the verifier's DNS cache.
         self._readiness_router = MailRouter(settings.engine)
+        # The verifier's own check when given: /readyz then fails exactly while verdicts wait.
+        self._resolver_health = resolver_health or ResolverSanity(settings.engine.dns).health
         self._reference = Reference()
 
     def routes(self) -> list[BaseRoute]:
@@ -232,7 +237,9 @@ class Endpoints:
         description: >-
           No key needed, so orchestrators can probe it. `resolver`: a lookup of a random name
           under `.invalid` gets an answer (NXDOMAIN counts: the resolver answered) within 2 s;
-          SERVFAIL, REFUSED or silence does not. `store`: the store file is readable and
+          SERVFAIL, REFUSED or silence does not;
+          and the resolver is trusted: it finds the canary names (`engine.dns.canaries`) and
+          denies a made-up name. `store`: the store file is readable and
           writable within 2 s, checked without taking its write lock (absent without a
           store). Why a check failed is shown only to callers with a valid key (or to a keyless
           API on loopback); others see `failed`, and the reason is logged.
@@ -259,6 +266,9 @@ class Endpoints:
             await asyncio.wait_for(self._readiness_router.route(name), READY_TIMEOUT_S)
         except (DnsError, TimeoutError) as exc:
             return f"the resolver does not answer: {exc or 'timed out'}"
+        health = await self._resolver_health()
+        if not health.trusted:
+            return f"the resolver is not trusted: {health.problem}; to fix: {health.advice}"
         return None
 
     async def _store_problem(self) -> str | None:

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from engine.result import parse_time
+
 from ..store import DayCount, DeferringDomain, PassRecord, QueueDepth, RetryDepth, Store
 
 #: Days of list health the dashboard charts.
@@ -71,14 +73,22 @@ def gather(store: Store, connectors: Iterable[str], *, now: datetime) -> Figures
     )
 
 
-# --- WIRING POINT: the last `mailprobe doctor` result ----------------------------------------
-# `mailprobe doctor` and the store verb that keeps its last result are being added separately.
-# When they land, read that verb here and convert its value to a DoctorReport (one DoctorCheck
-# per check, outcome "ok" / "warning" / "failed"); the page then shows it. Until then the
-# dashboard says "not run yet".
+#: The doctor's outcomes in the dashboard's words.
+_DOCTOR_OUTCOMES = {"ok": "ok", "warn": "warning", "fail": "failed", "skip": "skipped"}
+
+
 def last_doctor(store: Store) -> DoctorReport | None:
-    """Return the last stored doctor run, or None when there is none (or no verb for it yet)."""
-    return None
+    """Return the last stored doctor run (`mailprobe doctor` or `run`'s pre-flight), or None."""
+    stored = store.last_doctor_report()
+    if stored is None:
+        return None
+    checks = tuple(
+        DoctorCheck(
+            f["check"], _DOCTOR_OUTCOMES.get(f["outcome"], f["outcome"]), f.get("found") or ""
+        )
+        for f in stored.get("findings", ())
+    )
+    return DoctorReport(ran_at=parse_time(stored["checked_at"]), checks=checks)
 
 
 def days_of(now: datetime) -> list[str]:

@@ -27,6 +27,8 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, DNSError, DNSRecord
 
 DEFAULT_TTL = 300
+#: A name every DnsServer serves, so the engine's resolver check trusts a working fake.
+CANARY = "canary.resolver.test"
 _MAX_CNAME_HOPS = 8
 _PLAIN_UDP_LIMIT = 512  # RFC 1035 §4.2.1, when the query carries no EDNS buffer size
 _OPT = 41
@@ -80,6 +82,7 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tcp_writers: set[asyncio.StreamWriter] = set()
+        self.add(CANARY, "A", "127.0.0.1")
 
     # -- declaring the zone -------------------------------------------------------------------
 
@@ -106,6 +109,11 @@ class DnsServer:
         with self._lock:
             self._behaviours[_norm(name)] = _Behaviour.DROP
 
+    def restore(self, name: str) -> None:
+        """Answer questions about `name` from the zone again (undoes servfail() and drop())."""
+        with self._lock:
+            self._behaviours.pop(_norm(name), None)
+
     # -- what was asked -----------------------------------------------------------------------
 
     @property
@@ -125,8 +133,18 @@ class DnsServer:
             self._queries.clear()
 
     def dns_settings(self, *, timeout_s: float = 1.0) -> dict[str, Any]:
-        """Return `engine.dns` settings that point a resolver at this server."""
-        return {"nameservers": [self.host], "port": self.port, "timeout_s": timeout_s}
+        """Return `engine.dns` settings that point a resolver at this server.
+
+        The resolver check asks this server's own canary, and made-up names under `.test`:
+        the offline world's equivalent of the internet's large providers and `.com`.
+        """
+        return {
+            "nameservers": [self.host],
+            "port": self.port,
+            "timeout_s": timeout_s,
+            "canaries": [CANARY],
+            "nxdomain_zone": "test",
+        }
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -138,6 +156,7 @@ class DnsServer:
         if behaviour is _Behaviour.DROP:
             return None
         reply = request.reply()
+        reply.header.ad = 0  # dnslib copies the query's flags; we validate nothing (RFC 6840)
         if behaviour is _Behaviour.SERVFAIL:
             reply.header.rcode = RCODE.SERVFAIL
             return reply
@@ -305,6 +324,35 @@ class ServfailDns(DnsServer):
         reply = request.reply()
         reply.header.rcode = RCODE.SERVFAIL
         return reply
+
+
+class NxdomainDns(DnsServer):
+    """Answers NXDOMAIN to every question, like a filtered or split-horizon company resolver."""
+
+    def answer(self, request: DNSRecord) -> DNSRecord | None:
+        """Return an NXDOMAIN reply."""
+        reply = request.reply()
+        reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+class HijackingDns(DnsServer):
+    """Answers what it knows; invents an address for every A question about an unknown name.
+
+    NXDOMAIN hijacking, as ISP and captive-portal resolvers do to show a search page.
+    """
+
+    invented = "127.0.0.99"
+
+    def answer(self, request: DNSRecord) -> DNSRecord | None:
+        """Return the true reply, or an invented A record instead of NXDOMAIN."""
+        reply = super().answer(request)
+        is_a = QTYPE.get(request.q.qtype) == "A"
+        if reply is None or reply.header.rcode != RCODE.NXDOMAIN or not is_a:
+            return reply
+        invented = request.reply()
+        invented.add_answer(*RR.fromZone(f"{request.q.qname} 60 IN A {self.invented}"))
+        return invented
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

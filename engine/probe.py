@@ -70,8 +70,13 @@ async def run_session(
     settings: EngineSettings,
     smtputf8: bool = False,
     source_address: str | None = None,
+    gate: contextlib.AbstractAsyncContextManager[object] | None = None,
 ) -> Session:
     """Return what one conversation with `ip` said about `recipients`, asked in order.
+
+    `gate` is entered once the banner has come and held to the end: a host that is slow to
+    greet holds its own slot, not one of the verifier's global ones. The whole conversation
+    ends at smtp.session_timeout_s (a server answering each command just in time).
 
     Raises ProbeConnectError, ProbeTimeout or ProbeProtocolError only when nothing usable came back
     before RCPT; a break during RCPT is kept in `Session.error` with the replies so far. RCPT stops
@@ -85,6 +90,8 @@ async def run_session(
         settings=settings,
         smtputf8=smtputf8,
         source_address=source_address,
+        gate=gate or contextlib.nullcontext(),
+        deadline=asyncio.get_running_loop().time() + settings.smtp.session_timeout_s,
     )
     if settings.smtp.starttls == "never":
         return await converse(starttls=False)
@@ -109,15 +116,19 @@ async def _converse(
     smtputf8: bool,
     source_address: str | None,
     starttls: bool,
+    gate: contextlib.AbstractAsyncContextManager[object],
+    deadline: float,
 ) -> Session:
     """Return the session held on one fresh connection, closed however the conversation ends."""
     connection, banner = await _Connection.open(
-        mx_host, ip, smtp=settings.smtp, source_address=source_address
+        mx_host, ip, smtp=settings.smtp, source_address=source_address, deadline=deadline
     )
     try:
-        session = await _talk(
-            connection, banner, recipients, settings=settings, smtputf8=smtputf8, starttls=starttls
-        )
+        async with gate:
+            session = await _talk(
+                connection, banner, recipients,
+                settings=settings, smtputf8=smtputf8, starttls=starttls,
+            )  # fmt: skip
     except BaseException:
         connection.abort()
         raise
@@ -235,21 +246,36 @@ def _reply(response: SMTPResponse) -> SmtpReply:
 class _Connection:
     """One TCP connection to an MX address, speaking SMTP through aiosmtplib's framing."""
 
-    def __init__(self, mx_host: str, ip: str, protocol: SMTPProtocol, *, timeout: float) -> None:
+    def __init__(
+        self, mx_host: str, ip: str, protocol: SMTPProtocol, *, timeout: float, deadline: float
+    ) -> None:
         self.mx_host = mx_host
         self.ip = ip
         self._protocol = protocol
         self._timeout = timeout
+        self._deadline = deadline  # loop time the whole session must end by
 
     @classmethod
     async def open(
-        cls, mx_host: str, ip: str, *, smtp: SmtpSettings, source_address: str | None
+        cls,
+        mx_host: str,
+        ip: str,
+        *,
+        smtp: SmtpSettings,
+        source_address: str | None,
+        deadline: float,
     ) -> tuple[_Connection, SmtpReply]:
-        """Return a connection and its banner, both within connect_timeout_s."""
+        """Return a connection (within connect_timeout_s) and its banner (greeting_timeout_s).
+
+        Separate waits: a host that is down fails fast, while one that pauses before its
+        greeting (postscreen, tarpits, load) is waited for, as RFC 5321 §4.5.3.2 asks.
+        """
         protocol = SMTPProtocol(loop=asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(smtp.connect_timeout_s):
+            async with asyncio.timeout_at(min(deadline, loop.time() + smtp.connect_timeout_s)):
                 await _dial(protocol, ip, smtp=smtp, source_address=source_address)
+            async with asyncio.timeout_at(min(deadline, loop.time() + smtp.greeting_timeout_s)):
                 banner = await protocol.read_response()
         except _FAILURES as exc:
             _abort(protocol)
@@ -257,12 +283,19 @@ class _Connection:
         except BaseException:
             _abort(protocol)
             raise
-        return cls(mx_host, ip, protocol, timeout=smtp.command_timeout_s), _reply(banner)
+        connection = cls(mx_host, ip, protocol, timeout=smtp.command_timeout_s, deadline=deadline)
+        return connection, _reply(banner)
+
+    def _wait_s(self) -> float:
+        """Return the wait for the next reply: command_timeout_s, within the session deadline."""
+        return max(0.0, min(self._timeout, self._deadline - asyncio.get_running_loop().time()))
 
     async def command(self, stage: Stage, *words: bytes) -> SMTPResponse:
         """Return the server's response to one command, read within command_timeout_s."""
         try:
-            return await self._protocol.execute_command(*words, timeout=self._timeout)
+            if (wait := self._wait_s()) <= 0:
+                raise TimeoutError("session deadline passed")
+            return await self._protocol.execute_command(*words, timeout=wait)
         except _FAILURES as exc:
             raise _probe_error(exc, self.mx_host, stage) from exc
 
@@ -275,7 +308,7 @@ class _Connection:
             return await self._protocol.start_tls(
                 _client_tls_context(),
                 server_hostname=self.mx_host.rstrip(".") or None,
-                timeout=self._timeout,
+                timeout=self._wait_s() or 0.001,
             )
         except SMTPResponseException as exc:
             if exc.code > 0:

@@ -562,19 +562,18 @@ _DELAY = re.compile(
     re.I,
 )
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
-# Postgrey's reply ("Greylisted, see http://postgrey.schweikert.ch/help/...") names no delay;
-# its documented default --delay is 300 seconds.
-_POSTGREY = _markers(r"postgrey", r"greylisted, see https?://")
-_POSTGREY_DELAY_S = 300.0
 
 
 def greylist_delay_s(reply: SmtpReply) -> float | None:
-    """Return the wait the server asks for ("try again in 300 seconds", "5 minutes",
-    "retry in 60s", Postgrey "see http://.../greylisting..."), or None when it names none."""
+    """Return the wait the server states ("try again in 300 seconds", "5 minutes",
+    "retry in 60s"), or None when it names none.
+
+    Postgrey's reply ("Greylisted, see http://postgrey.../help/...") names none: its default
+    --delay is 300 s, but many sites run shorter ones, and a guess must not stand in for the
+    user's configured retries (a stated delay is a floor; a guessed one is not).
+    """
     match = _DELAY.search(reply.message)
-    if match is not None:
-        unit = next(name for name in _UNIT_S if match.group(name))
-        return float(match.group(1)) * _UNIT_S[unit]
-    if _POSTGREY.search(reply.message):
-        return _POSTGREY_DELAY_S
-    return None
+    if match is None:
+        return None
+    unit = next(name for name in _UNIT_S if match.group(name))
+    return float(match.group(1)) * _UNIT_S[unit]

@@ -82,7 +82,8 @@ class Run:
         self._tasks: asyncio.TaskGroup | None = None
         smtp = verifier.settings.smtp
         self._batch = smtp.max_rcpt_per_session
-        self._max_workers = smtp.max_sessions_per_host
+        # A domain's equal-preference MX hosts share its sessions (RFC 5321 §5.1).
+        self._max_workers = smtp.max_sessions_per_domain
 
     async def results(
         self, emails: Iterable[str] | AsyncIterable[str]
@@ -196,7 +197,7 @@ class Run:
         if not queue.jobs or len(queue.jobs) >= queue.want or self._input_done:
             return  # empty: another worker of the domain took them while we looked up the route
         queue.filled.clear()
-        linger = _LINGER_S if self._step.knows_catch_all(route.domain) else _FIRST_LINGER_S
+        linger = _LINGER_S if self._step.knows_catch_all(route) else _FIRST_LINGER_S
         wait = queue.jobs[0].started + linger - time.perf_counter()
         if wait > 0:
             with contextlib.suppress(TimeoutError):

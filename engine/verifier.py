@@ -63,7 +63,9 @@ class Verifier:
         self.role_is_risky = role_is_risky
         self._rng = rng or random.Random()
         self._router = MailRouter(self.settings, rng=self._rng)
-        self.throttle = HostThrottle(self.settings.smtp, rng=self._rng)
+        self.throttle = HostThrottle(
+            self.settings.smtp, rng=self._rng, window_s=self.settings.deferral.rate_window_s
+        )
         self._step = SmtpStep(self.settings, throttle=self.throttle)
         self._corrections: dict[str, str | None] = {}  # domain → the domain it is a typo of
 

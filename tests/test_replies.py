@@ -402,8 +402,9 @@ def test_non_greylisted_verdict_has_no_delay() -> None:
         ("Greylisted, retry after 1.5 minutes", 90.0),
         ("Graue Liste: bitte in 10 Minuten erneut versuchen", 600.0),
         ("Liste grise, réessayez dans 120 secondes", 120.0),
-        ("Greylisted, see http://postgrey.schweikert.ch/help/example.org.html", 300.0),
-        ("Greylisted, see https://mx.example.org/greylisting.html", 300.0),
+        # Postgrey names no delay: a guess must not cancel the configured retries.
+        ("Greylisted, see http://postgrey.schweikert.ch/help/example.org.html", None),
+        ("Greylisted, see https://mx.example.org/greylisting.html", None),
         ("Greylisting in action, please come back later", None),
         ("Greylisted by host mta1061.example.net", None),
         ("Greylisted (ref 554.30)", None),

@@ -70,13 +70,14 @@ async def run_session(
     settings: EngineSettings,
     smtputf8: bool = False,
     source_address: str | None = None,
-    gate: contextlib.AbstractAsyncContextManager[object] | None = None,
+    gate: asyncio.Semaphore | None = None,
 ) -> Session:
     """Return what one conversation with `ip` said about `recipients`, asked in order.
 
-    `gate` is entered once the banner has come and held to the end: a host that is slow to
-    greet holds its own slot, not one of the verifier's global ones. The whole conversation
-    ends at smtp.session_timeout_s (a server answering each command just in time).
+    `gate` (the verifier's global session cap) is held from the dial to the end, except while
+    a host that has not greeted within PROMPT_GREETING_S keeps us waiting: a slow greeter holds
+    its own slots, not one every other host needs. The whole conversation ends at
+    smtp.session_timeout_s (a server answering each command just in time).
 
     Raises ProbeConnectError, ProbeTimeout or ProbeProtocolError only when nothing usable came back
     before RCPT; a break during RCPT is kept in `Session.error` with the replies so far. RCPT stops
@@ -90,7 +91,7 @@ async def run_session(
         settings=settings,
         smtputf8=smtputf8,
         source_address=source_address,
-        gate=gate or contextlib.nullcontext(),
+        gate=_Gate(gate or asyncio.Semaphore()),
         deadline=asyncio.get_running_loop().time() + settings.smtp.session_timeout_s,
     )
     if settings.smtp.starttls == "never":
@@ -116,19 +117,39 @@ async def _converse(
     smtputf8: bool,
     source_address: str | None,
     starttls: bool,
-    gate: contextlib.AbstractAsyncContextManager[object],
+    gate: _Gate,
     deadline: float,
 ) -> Session:
     """Return the session held on one fresh connection, closed however the conversation ends."""
+    async with gate:
+        return await _converse_held(
+            mx_host, ip, recipients,
+            settings=settings, smtputf8=smtputf8, source_address=source_address,
+            starttls=starttls, gate=gate, deadline=deadline,
+        )  # fmt: skip
+
+
+async def _converse_held(
+    mx_host: str,
+    ip: str,
+    recipients: Sequence[str],
+    *,
+    settings: EngineSettings,
+    smtputf8: bool,
+    source_address: str | None,
+    starttls: bool,
+    gate: _Gate,
+    deadline: float,
+) -> Session:
+    """Return the session of _converse, its gate held (but for a slow greeting)."""
     connection, banner = await _Connection.open(
-        mx_host, ip, smtp=settings.smtp, source_address=source_address, deadline=deadline
-    )
+        mx_host, ip, smtp=settings.smtp, source_address=source_address, deadline=deadline,
+        gate=gate,
+    )  # fmt: skip
     try:
-        async with gate:
-            session = await _talk(
-                connection, banner, recipients,
-                settings=settings, smtputf8=smtputf8, starttls=starttls,
-            )  # fmt: skip
+        session = await _talk(
+            connection, banner, recipients, settings=settings, smtputf8=smtputf8, starttls=starttls
+        )
     except BaseException:
         connection.abort()
         raise
@@ -264,6 +285,7 @@ class _Connection:
         smtp: SmtpSettings,
         source_address: str | None,
         deadline: float,
+        gate: _Gate,
     ) -> tuple[_Connection, SmtpReply]:
         """Return a connection (within connect_timeout_s) and its banner (greeting_timeout_s).
 
@@ -276,7 +298,7 @@ class _Connection:
             async with asyncio.timeout_at(min(deadline, loop.time() + smtp.connect_timeout_s)):
                 await _dial(protocol, ip, smtp=smtp, source_address=source_address)
             async with asyncio.timeout_at(min(deadline, loop.time() + smtp.greeting_timeout_s)):
-                banner = await protocol.read_response()
+                banner = await _greeting(protocol, gate)
         except _FAILURES as exc:
             _abort(protocol)
             raise _probe_error(exc, mx_host, Stage.CONNECT) from exc
@@ -328,6 +350,45 @@ class _Connection:
     def abort(self) -> None:
         """Drop the connection now, discarding whatever is still buffered either way."""
         _abort(self._protocol)
+
+
+#: A greeting later than this is waited for without the verifier's global session slot.
+PROMPT_GREETING_S = 2.0
+
+
+class _Gate:
+    """The global session slot one conversation holds, given back while a greeting is slow."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def __aenter__(self) -> _Gate:
+        await self._slots.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
+async def _greeting(protocol: SMTPProtocol, gate: _Gate) -> SMTPResponse:
+    """Return the banner; after PROMPT_GREETING_S, wait for it without the global slot."""
+    read = asyncio.ensure_future(protocol.read_response())
+    try:
+        done, _ = await asyncio.wait({read}, timeout=PROMPT_GREETING_S)
+        if not done:
+            gate.release()
+            await asyncio.wait({read})
+            await gate.__aenter__()
+        return read.result()
+    finally:
+        read.cancel()
 
 
 async def _dial(

@@ -34,7 +34,7 @@ from .probe import Session, run_session
 from .replies import classify
 from .result import Reason, SmtpReply, Stage, Verdict
 from .settings import EngineSettings
-from .throttle import HostThrottle, Slot
+from .throttle import HostThrottle, Slot, TooSlow
 
 #: Sessions in a row that answer no recipient before a host is given up for this batch.
 _MAX_STALLS = 3
@@ -162,6 +162,7 @@ class SmtpStep:
         """
         answers: dict[Job, Answer] = {}
         targets = self._targets(route)
+        queued = queue
         remaining = jobs
         problem = _NO_SESSION
         index = stalls = busy_rounds = 0
@@ -172,8 +173,9 @@ class SmtpStep:
                 # The host's pace would keep these past deferral.max_wait_s: say when to ask.
                 problem, index = deferred, index + 1
                 continue
+            patience = self._budget_s(remaining, queue)
             found = await self._round(
-                route.domain, mx_host, ip, remaining, probe=probe, queue=queue
+                route.domain, mx_host, ip, remaining, probe=probe, queue=queue, patience=patience
             )
             queue = None  # later sessions carry what this conversation took
             answers.update(found.answers)
@@ -192,10 +194,11 @@ class SmtpStep:
                     index, busy_rounds = 0, busy_rounds + (0 if found.paced else 1)
         if spent:
             problem = self._given_up(problem, targets)
-        if queue is not None and problem.verdict.reason is Reason.RATE_LIMITED:
-            # No session was held: answer a batch of the queue, or its worker would spin.
-            taken = min(len(queue), self.settings.smtp.max_rcpt_per_session)
-            remaining += [queue.popleft() for _ in range(taken)]
+        if queued and not jobs and problem.verdict.reason is Reason.RATE_LIMITED:
+            # No session took any of the queue: answer a batch of it, or its worker would spin.
+            taken = min(len(queued), self.settings.smtp.max_rcpt_per_session)
+            jobs += [queued.popleft() for _ in range(taken)]
+            remaining = [job for job in jobs if job not in answers]
         for job in remaining:
             answers[job] = problem
         return answers
@@ -207,8 +210,7 @@ class SmtpStep:
         wait = self.throttle.wait_s(ip)
         if wait <= 0 or wait <= self._budget_s(jobs, queue) or not self.throttle.paced(ip):
             return None
-        verdict = Verdict.of(Reason.RATE_LIMITED, retry_after_s=round(wait + 0.5, 1))
-        return Answer(verdict, mx_host=mx_host)
+        return _rate_limited(mx_host, wait)
 
     def _given_up(self, problem: Answer, targets: list[tuple[str, str]]) -> Answer:
         """Return what a batch given up on a busy domain gets: rate_limited when it was us.
@@ -231,10 +233,11 @@ class SmtpStep:
         *,
         probe: str,
         queue: deque[Job] | None = None,
+        patience: float | None = None,
     ) -> _Round:
         """Run one session with one MX address for as many of the jobs as it may carry."""
         try:
-            async with self._slot(domain, ip) as slot:
+            async with self._slot(domain, ip, patience) as slot:
                 known = self._known(domain, ip)
                 asked_probe = None if known else probe  # a known catch-all answer is reused
                 batch = self._batch(ip, jobs, queue, probe=asked_probe is not None)
@@ -246,18 +249,20 @@ class SmtpStep:
                     paced = self._one_too_many(slot, ip, session.refusal[1])
         except ProbeError as exc:
             return _Round({}, problem=Answer(_error_verdict(exc), mx_host=mx_host), move_on=True)
+        except TooSlow as slow:
+            return _Round({}, problem=_rate_limited(mx_host, slow.wait_s), move_on=True)
         judged = self._judge(domain, session, asked_probe, batch, known)
         return replace(judged, paced=True) if paced else judged
 
     @contextlib.asynccontextmanager
-    async def _slot(self, domain: str, ip: str) -> AsyncIterator[Slot]:
+    async def _slot(self, domain: str, ip: str, patience: float | None) -> AsyncIterator[Slot]:
         """Hold the domain's and its registrable domain's slots, then the host's."""
         # Caps first, then the host: a session waiting for a busy host holds nothing another
         # host could use; the global slot is taken only once the host has greeted us.
         async with (
             self._per_domain.hold(domain),
             self._per_registrable.hold(registrable_domain(domain)),
-            self.throttle.session(ip) as slot,
+            self.throttle.session(ip, patience_s=patience) as slot,
         ):
             self._open[ip] += 1
             try:
@@ -454,6 +459,12 @@ class SmtpStep:
             # one justified by our reputation is blocked).
             return replace(base, verdict=classify(Stage.RCPT, limited[0]), reply=limited[0])
         return replace(base, verdict=Verdict.of(Reason.PROTOCOL_ERROR))
+
+
+def _rate_limited(mx_host: str, wait_s: float) -> Answer:
+    """Return what a job gets when its host's pace would keep it past deferral.max_wait_s."""
+    # retry_after_s: the daemon asks again when the host's window has room, not blindly.
+    return Answer(Verdict.of(Reason.RATE_LIMITED, round(wait_s + 0.5, 1)), mx_host=mx_host)
 
 
 def _session_answer(session: Session) -> Answer:

@@ -29,6 +29,14 @@ MAX_HOSTS = 10_000
 _MAX_TIMES = 1_000
 
 
+class TooSlow(Exception):
+    """The host's pace would make a session wait longer than its caller may: `wait_s`."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"the host's pace asks for {wait_s:.1f} s")
+        self.wait_s = wait_s
+
+
 @dataclass(slots=True)
 class _HostState:
     session_limit: int  # sessions at once: the setting, or fewer once the host said so
@@ -107,14 +115,20 @@ class HostThrottle:
             del self._hosts[ip]
 
     @asynccontextmanager
-    async def session(self, ip: str) -> AsyncIterator[Slot]:
-        """Hold one of the host's session slots, after its pause and back-off have passed."""
+    async def session(self, ip: str, *, patience_s: float | None = None) -> AsyncIterator[Slot]:
+        """Hold one of the host's session slots, after its pause and back-off have passed.
+
+        Raises TooSlow when the host's learned pace would hold the session past `patience_s`
+        (a back-off is always waited: it is short and bounded).
+        """
         state = self._host(ip)
         await self._take_slot(state)
         try:
             async with state.lock:
                 # Serialise start times so the minimum interval holds between any two sessions.
                 while (delay := self._ready_at(state) - time.monotonic()) > 0:
+                    if patience_s is not None and delay > patience_s and self.paced(ip):
+                        raise TooSlow(delay)
                     await asyncio.sleep(delay)
                 interval = self._settings.min_session_interval_ms / 1000
                 state.next_start = max(state.next_start, time.monotonic() + interval)

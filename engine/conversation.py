@@ -333,6 +333,7 @@ class SmtpStep:
             self.throttle.learn_rcpt_limit(session.ip, advertised)
         if session.refusal is not None:
             return self._refused(session, base)
+        self.throttle.greeted(session.ip)
         replies = dict(session.rcpt_replies)
         limited = [r for r in replies.values() if is_session_limit(r)]
         self.throttle.sent(session.ip, len(replies) - len(limited))

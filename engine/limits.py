@@ -22,19 +22,15 @@ _TOO_MANY_CONNECTIONS_WORDS = (
 #: What servers say when one session carried more recipients than they take (RFC 5321 §4.5.3.1.10).
 _TOO_MANY_RECIPIENTS_WORDS = ("too many recipients", "recipient limit")
 _TOO_MANY_RECIPIENTS_CODES = ("4.5.3", "5.5.3")
-#: What servers say when we passed their limit per time, not per session (Postfix anvil:
-#: "450 4.7.1 Error: too many recipients from 192.0.2.1", "421 4.7.0 ... too many connections
-#: from ...", "too much mail from"; Exim ratelimit; Exchange "rate limit exceeded").
+#: What servers say when we, the client, passed their limit per time, not per session
+#: (Postfix anvil: "450 4.7.1 Error: too many recipients from 192.0.2.1", "421 4.7.0 ... too
+#: many connections from ...", "too much mail from"). A recipient's own rate limit ("the
+#: recipient has exceeded message rate limit") is not ours to pace.
 _RATE_WORDS = (
     "too many recipients from",
     "too much mail from",
     "too many messages from",
     "too many connections from",
-    "rate limit",
-    "ratelimit",
-    "rate exceeded",
-    "per minute",
-    "per hour",
 )
 #: What servers say when they end the session over the commands they refused.
 _ERROR_LIMIT_WORDS = ("too many errors", "too many invalid", "too many unknown", "too many bad")

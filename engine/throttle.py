@@ -52,6 +52,7 @@ class _HostState:
     session_rate: int | None = None  # sessions per window, once it said so
     sent: deque[float] = field(default_factory=lambda: deque(maxlen=_MAX_TIMES))  # RCPT times
     started: deque[float] = field(default_factory=lambda: deque(maxlen=_MAX_TIMES))  # sessions
+    greeted_at: float = float("-inf")  # when the host last took a session of ours
 
     def idle(self) -> bool:
         """Return True when nothing holds or waits for the host (its state may be dropped)."""
@@ -215,8 +216,8 @@ class HostThrottle:
         """
         state = self._host(ip)
         taken = len(self._recent(state.started)) - 1  # the refused session is the last one
-        if taken < 1:
-            return None
+        if taken < 1 or state.greeted_at < time.monotonic() - self._window_s:
+            return None  # it took none of them: it is not our pace it refuses
         state.session_rate = min(state.session_rate or taken, taken)
         return state.session_rate
 
@@ -233,6 +234,10 @@ class HostThrottle:
         wait *= 0.5 + self._rng.random()  # jitter, so parallel runs do not return in step
         state.next_start = max(state.next_start, time.monotonic() + wait)
         return wait
+
+    def greeted(self, ip: str) -> None:
+        """Remember that the host took a session (greeted us), for learning its pace."""
+        self._host(ip).greeted_at = time.monotonic()
 
     def succeeded(self, ip: str) -> None:
         """Forget the host's strikes after a session it served normally."""

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from .answer import Answer, Job
-from .caps import KeyedLimit, registrable_domain
+from .caps import KeyedLimit, registrable_domain, suffixes
 from .catchall import ProbeOutcome, probe_outcome, recipient_verdict
 from .errors import ProbeConnectError, ProbeError, ProbeTimeout
 from .limits import (
@@ -93,6 +93,7 @@ class SmtpStep:
         smtp = settings.smtp
         self._per_domain = KeyedLimit(smtp.max_sessions_per_domain)
         self._per_registrable = KeyedLimit(smtp.max_sessions_per_registrable_domain)
+        suffixes()  # parsed now, not while the first sessions wait for it
         # (domain, MX address) → the probe's answer and when it expires; LRU-bounded.
         self._catch_all: OrderedDict[_Whose, tuple[_Known, float]] = OrderedDict()
         self._verdicts: dict[SmtpReply, Verdict] = {}  # RCPT replies without the recipient

@@ -113,6 +113,11 @@ class SmtpStep:
         probe = 0 if self._known(route.domain, ip) else 1
         return max(1, self.throttle.rcpt_limit(ip) - probe)
 
+    def sessions_for(self, route: MailRoute) -> int:
+        """Return how many sessions the domain may use at once: its best hosts', within caps."""
+        per_host = self.settings.smtp.max_sessions_per_host
+        return min(self.settings.smtp.max_sessions_per_domain, best_addresses(route) * per_host)
+
     def _known(self, domain: str, ip: str) -> _Known | None:
         """Return the domain's catch-all answer at this MX address while it is fresh."""
         entry = self._catch_all.get((domain, ip))

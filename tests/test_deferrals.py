@@ -15,6 +15,7 @@ import pytest
 from engine import VerificationResult
 from engine import conversation as conversation_module
 from engine import probe as probe_module
+from engine import throttle as throttle_module
 from tests.fakes.net import IP1, IP2, IP3, IP4, Net, assert_no_message_sent, verify_all
 from tests.fakes.smtp import (
     AnvilSmtp,
@@ -286,3 +287,19 @@ async def test_catch_all_answer_expires(net: Net, monkeypatch: pytest.MonkeyPatc
 
     rcpts_per_session = [sum(v == "RCPT" for v in r.verbs) for r in server.sessions]
     assert rcpts_per_session == [2, 2]  # probed afresh: the first answer was not trusted
+
+
+async def test_host_state_is_bounded_to_the_most_recent_hosts(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(throttle_module, "MAX_HOSTS", 2)
+    ips = [IP1, IP2, IP3]
+    await net.serve(*(ScriptedSmtp(ip, mailboxes={f"ann@d{n}.test"}) for n, ip in enumerate(ips)))
+    for n, ip in enumerate(ips):
+        net.mx(f"d{n}.test", (f"mx.d{n}.test", ip))
+    verifier = net.verifier()
+
+    for n in range(len(ips)):
+        assert outcome(await verifier.verify(f"ann@d{n}.test")) == ("valid", "accepted")
+
+    assert set(verifier.throttle.stats()) == {IP2, IP3}  # a daemon meets hosts without end

@@ -150,7 +150,9 @@ def plan_farm(
     kinds = [Kind.CATCH_ALL] * 8 + [Kind.GREYLIST] * 4 + [Kind.NORMAL] * 88
     farm_domains = [
         Domain(
-            name=f"d{index:04d}.farm.test",
+            # Distinct registrable domains, as distinct customers have: subdomains of one
+            # share engine.smtp.max_sessions_per_registrable_domain.
+            name=f"d{index:04d}-farm.test",
             host=rng.choices(range(hosts), weights=host_weights)[0],
             kind=rng.choice(kinds),
             weight=1 / (1 + index % 50) ** 0.7,  # a few big domains, a long tail of small ones

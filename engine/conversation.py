@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections import Counter, deque
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from .answer import Answer, Job
+from .caps import KeyedLimit, registrable_domain, suffixes
 from .catchall import ProbeOutcome, probe_outcome, recipient_verdict
 from .errors import ProbeConnectError, ProbeError, ProbeTimeout
 from .limits import (
     is_error_limit,
+    is_rate_limit,
     is_session_limit,
     is_size_limit,
     is_too_many_connections,
@@ -31,7 +34,7 @@ from .probe import Session, run_session
 from .replies import classify
 from .result import Reason, SmtpReply, Stage, Verdict
 from .settings import EngineSettings
-from .throttle import HostThrottle, Slot
+from .throttle import HostThrottle, Slot, TooSlow
 
 #: Sessions in a row that answer no recipient before a host is given up for this batch.
 _MAX_STALLS = 3
@@ -39,6 +42,8 @@ _MAX_STALLS = 3
 _MAX_BUSY_ROUNDS = 3
 #: Distinct RCPT replies whose verdict, and hosts whose crowding, is remembered.
 _MAX_REMEMBERED = 10_000
+#: How long a domain's catch-all answer (per MX address) is trusted: domains change set-up.
+CATCH_ALL_TTL_S = 3600.0
 #: What stands for the recipient in a remembered reply: any address reads the same to classify().
 _SOMEONE = "someone@example.test"
 _ACCEPTED = Verdict.of(Reason.ACCEPTED)
@@ -46,6 +51,8 @@ _NO_SESSION = Answer(Verdict.of(Reason.CONNECTION_FAILED))
 _CATCH_ALL = {ProbeOutcome.ACCEPTS_ALL: True, ProbeOutcome.REJECTS_UNKNOWN: False}
 
 _Known = tuple[ProbeOutcome, Verdict]  # the catch-all probe's outcome, and its own verdict
+#: Whose catch-all answer: a domain at one MX address (a backup MX may accept everyone).
+_Whose = tuple[str, str]
 
 
 @dataclass(slots=True)
@@ -56,12 +63,19 @@ class _Round:
     problem: Answer | None = None  # what the unanswered recipients get if nothing better comes
     move_on: bool = False  # this MX address cannot serve us now: try the next one
     busy: bool = False  # the host said "too many": it is backing off
+    paced: bool = False  # the host limits us per time: its window, not a back-off, paces us
     final: bool = False  # the problem is the answer for every recipient left (5xx, blocked)
 
 
 def mx_addresses(route: MailRoute) -> list[tuple[str, str]]:
     """Return the (MX host, IP address) pairs to dial, best first."""
     return [(host.name, ip) for host in route.hosts for ip in host.addresses]
+
+
+def best_addresses(route: MailRoute) -> int:
+    """Return how many of mx_addresses(route) belong to the most preferred MX hosts."""
+    best = route.hosts[0].preference if route.hosts else 0
+    return sum(len(host.addresses) for host in route.hosts if host.preference == best)
 
 
 class SmtpStep:
@@ -76,22 +90,68 @@ class SmtpStep:
         self.settings = settings
         self.throttle = throttle
         self._sessions = asyncio.Semaphore(settings.concurrency)
-        self._catch_all: dict[str, _Known] = {}
+        smtp = settings.smtp
+        self._per_domain = KeyedLimit(smtp.max_sessions_per_domain)
+        self._per_registrable = KeyedLimit(smtp.max_sessions_per_registrable_domain)
+        suffixes()  # parsed now, not while the first sessions wait for it
+        # (domain, MX address) → the probe's answer and when it expires; LRU-bounded.
+        self._catch_all: OrderedDict[_Whose, tuple[_Known, float]] = OrderedDict()
         self._verdicts: dict[SmtpReply, Verdict] = {}  # RCPT replies without the recipient
         self._open: Counter[str] = Counter()  # MX address → sessions we hold with it now
         self._crowded: set[str] = set()  # MX addresses that refused us while we held others
         sources = settings.smtp.source_addresses
         self._sources = itertools.cycle(sources) if sources else None
 
-    def knows_catch_all(self, domain: str) -> bool:
-        """Return True once the domain's catch-all answer is known (no probe is asked)."""
-        return domain in self._catch_all
+    def knows_catch_all(self, route: MailRoute) -> bool:
+        """Return True once the domain's catch-all answer at its first MX address is known."""
+        _, ip = self._targets(route)[0]
+        return self._known(route.domain, ip) is not None
 
     def session_room(self, route: MailRoute) -> int:
         """Return how many addresses fill the domain's next session on its first MX address."""
-        _, ip = mx_addresses(route)[0]
-        probe = 0 if self.knows_catch_all(route.domain) else 1
+        _, ip = self._targets(route)[0]
+        probe = 0 if self._known(route.domain, ip) else 1
         return max(1, self.throttle.rcpt_limit(ip) - probe)
+
+    def sessions_for(self, route: MailRoute) -> int:
+        """Return how many sessions the domain may use at once: its best hosts', within caps."""
+        per_host = self.settings.smtp.max_sessions_per_host
+        return min(self.settings.smtp.max_sessions_per_domain, best_addresses(route) * per_host)
+
+    def _known(self, domain: str, ip: str) -> _Known | None:
+        """Return the domain's catch-all answer at this MX address while it is fresh."""
+        entry = self._catch_all.get((domain, ip))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def _remember(self, domain: str, ip: str, known: _Known) -> None:
+        """Keep a definite catch-all answer for CATCH_ALL_TTL_S; the oldest go past the bound."""
+        self._catch_all[(domain, ip)] = (known, time.monotonic() + CATCH_ALL_TTL_S)
+        self._catch_all.move_to_end((domain, ip))
+        while len(self._catch_all) > _MAX_REMEMBERED:
+            self._catch_all.popitem(last=False)
+
+    def _targets(self, route: MailRoute) -> list[tuple[str, str]]:
+        """Return the MX addresses to try in order: the least busy most-preferred one first.
+
+        Hosts of equal preference share the load (RFC 5321 §5.1); a less preferred host is
+        only a fallback, asked with its own catch-all probe (a backup MX may take anyone).
+        """
+        targets = mx_addresses(route)
+        best = best_addresses(route)
+        if best > 1:
+            first = min(range(best), key=lambda i: self.throttle.load(targets[i][1]))
+            targets = targets[first:best] + targets[:first] + targets[best:]
+        return targets
+
+    def _budget_s(self, jobs: list[Job], queue: deque[Job] | None) -> float:
+        """Return how much longer the oldest of these jobs may wait for a host's pace."""
+        oldest = jobs[0] if jobs else (queue[0] if queue else None)
+        if oldest is None:
+            return self.settings.deferral.max_wait_s
+        waited = time.perf_counter() - min(job.started for job in jobs or [oldest])
+        return self.settings.deferral.max_wait_s - waited
 
     async def converse(
         self,
@@ -107,15 +167,21 @@ class SmtpStep:
         session carry, when a session slot is free; they are appended to `jobs`.
         """
         answers: dict[Job, Answer] = {}
-        targets = mx_addresses(route)
+        targets = self._targets(route)
+        queued = queue
         remaining = jobs
         problem = _NO_SESSION
         index = stalls = busy_rounds = 0
         spent = False  # every back-off round was used and the last MX still said "too many"
         while (remaining or queue is not None) and index < len(targets):
             mx_host, ip = targets[index]
+            if (deferred := self._deferred(mx_host, ip, remaining, queue)) is not None:
+                # The host's pace would keep these past deferral.max_wait_s: say when to ask.
+                problem, index = deferred, index + 1
+                continue
+            patience = self._budget_s(remaining, queue)
             found = await self._round(
-                route.domain, mx_host, ip, remaining, probe=probe, queue=queue
+                route.domain, mx_host, ip, remaining, probe=probe, queue=queue, patience=patience
             )
             queue = None  # later sessions carry what this conversation took
             answers.update(found.answers)
@@ -123,19 +189,34 @@ class SmtpStep:
             problem = found.problem or problem
             if found.final:
                 break
-            stalls = 0 if found.answers else stalls + 1
+            stalls = 0 if found.answers or found.paced else stalls + 1
             if found.move_on or stalls >= _MAX_STALLS:
                 index, stalls = index + 1, 0
             if index == len(targets) and found.busy:
-                # Every MX asked us to slow down: go round again; their back-off paces us.
-                spent = busy_rounds == _MAX_BUSY_ROUNDS
+                # Every MX asked us to slow down: go round again; their back-off paces us,
+                # and a host that paces us per time is waited for within deferral.max_wait_s.
+                spent = busy_rounds == _MAX_BUSY_ROUNDS and not found.paced
                 if not spent:
-                    index, busy_rounds = 0, busy_rounds + 1
+                    index, busy_rounds = 0, busy_rounds + (0 if found.paced else 1)
         if spent:
             problem = self._given_up(problem, targets)
+        if queued and not jobs and problem.verdict.reason is Reason.RATE_LIMITED:
+            # No session took any of the queue: answer a batch of it, or its worker would spin.
+            taken = min(len(queued), self.settings.smtp.max_rcpt_per_session)
+            jobs += [queued.popleft() for _ in range(taken)]
+            remaining = [job for job in jobs if job not in answers]
         for job in remaining:
             answers[job] = problem
         return answers
+
+    def _deferred(
+        self, mx_host: str, ip: str, jobs: list[Job], queue: deque[Job] | None
+    ) -> Answer | None:
+        """Return the answer for jobs a paced host cannot take within their budget, or None."""
+        wait = self.throttle.wait_s(ip)
+        if wait <= 0 or wait <= self._budget_s(jobs, queue) or not self.throttle.paced(ip):
+            return None
+        return _rate_limited(mx_host, wait)
 
     def _given_up(self, problem: Answer, targets: list[tuple[str, str]]) -> Answer:
         """Return what a batch given up on a busy domain gets: rate_limited when it was us.
@@ -158,28 +239,37 @@ class SmtpStep:
         *,
         probe: str,
         queue: deque[Job] | None = None,
+        patience: float | None = None,
     ) -> _Round:
         """Run one session with one MX address for as many of the jobs as it may carry."""
         try:
-            async with self._slot(ip) as slot:
-                known = self._catch_all.get(domain)
+            async with self._slot(domain, ip, patience) as slot:
+                known = self._known(domain, ip)
                 asked_probe = None if known else probe  # a known catch-all answer is reused
                 batch = self._batch(ip, jobs, queue, probe=asked_probe is not None)
                 if not batch:
                     return _Round({})
                 session = await self._session(mx_host, ip, batch, probe=asked_probe)
+                paced = False
                 if session.refusal is not None and is_too_many_connections(session.refusal[1]):
-                    self._one_too_many(slot, ip)
+                    paced = self._one_too_many(slot, ip, session.refusal[1])
         except ProbeError as exc:
             return _Round({}, problem=Answer(_error_verdict(exc), mx_host=mx_host), move_on=True)
-        return self._judge(domain, session, asked_probe, batch, known)
+        except TooSlow as slow:
+            return _Round({}, problem=_rate_limited(mx_host, slow.wait_s), move_on=True)
+        judged = self._judge(domain, session, asked_probe, batch, known)
+        return replace(judged, paced=True) if paced else judged
 
     @contextlib.asynccontextmanager
-    async def _slot(self, ip: str) -> AsyncIterator[Slot]:
-        """Hold a session slot with the host, then a global one, counting what we hold."""
-        # The host's slot first, then the global one: a session waiting for a busy host
-        # must not hold a global slot another host could use.
-        async with self.throttle.session(ip) as slot, self._sessions:
+    async def _slot(self, domain: str, ip: str, patience: float | None) -> AsyncIterator[Slot]:
+        """Hold the domain's and its registrable domain's slots, then the host's."""
+        # Caps first, then the host: a session waiting for a busy host holds nothing another
+        # host could use; the global slot is taken only once the host has greeted us.
+        async with (
+            self._per_domain.hold(domain),
+            self._per_registrable.hold(registrable_domain(domain)),
+            self.throttle.session(ip, patience_s=patience) as slot,
+        ):
             self._open[ip] += 1
             try:
                 yield slot
@@ -188,8 +278,15 @@ class SmtpStep:
                 if not self._open[ip]:
                     del self._open[ip]  # bounded: only hosts with a session open are kept
 
-    def _one_too_many(self, slot: Slot, ip: str) -> None:
-        """Learn the host's session limit from a "too many connections" refusal of this one."""
+    def _one_too_many(self, slot: Slot, ip: str, reply: SmtpReply) -> bool:
+        """Learn the host's session limit, or pace, from a "too many connections" refusal.
+
+        Return True when it was a limit per time (Postfix anvil's connection rate): alone
+        with the host, after other sessions in its window, we are paced, not crowding it.
+        """
+        if self._open[ip] == 1 and is_rate_limit(reply):
+            if self.throttle.learn_session_rate(ip) is not None:
+                return True
         # The sessions we hold besides this one are what the host tolerates.
         slot.one_too_many()
         if self._open[ip] > 1:
@@ -197,6 +294,7 @@ class SmtpStep:
             if len(self._crowded) >= _MAX_REMEMBERED:
                 self._crowded.clear()
             self._crowded.add(ip)
+        return False
 
     def _batch(
         self, ip: str, jobs: list[Job], queue: deque[Job] | None, *, probe: bool
@@ -224,6 +322,7 @@ class SmtpStep:
             settings=self.settings,
             smtputf8=batch[0].address.smtputf8,
             source_address=next(self._sources) if self._sources else None,
+            gate=self._sessions,
         )
 
     def _judge(
@@ -240,14 +339,16 @@ class SmtpStep:
             self.throttle.learn_rcpt_limit(session.ip, advertised)
         if session.refusal is not None:
             return self._refused(session, base)
+        self.throttle.greeted(session.ip)
         replies = dict(session.rcpt_replies)
         limited = [r for r in replies.values() if is_session_limit(r)]
+        self.throttle.sent(session.ip, len(replies) - len(limited))
         if limited:
             self._learn_limit(session, limited)
         else:
             self.throttle.succeeded(session.ip)
         if known is None and probe is not None:
-            known = self._probe_answer(domain, probe, replies.get(probe))
+            known = self._probe_answer(domain, session.ip, probe, replies.get(probe))
         answers = {} if known is None else self._answers(batch, replies, base, known)
         problem = None
         if len(answers) < len(batch):
@@ -257,25 +358,30 @@ class SmtpStep:
         # no recipient now: another MX address may.
         blocked = bool(limited) and classify(Stage.RCPT, limited[0]).reason is Reason.BLOCKED
         refused_first = bool(session.rcpt_replies) and is_session_limit(session.rcpt_replies[0][1])
+        paced = any(is_rate_limit(reply) for reply in limited)
         return _Round(
             answers,
             problem=problem,
-            move_on=refused_first,
+            move_on=refused_first and not paced,
             busy=bool(limited) and not blocked,
+            paced=paced,
             final=blocked and problem is not None,
         )
 
-    def _probe_answer(self, domain: str, probe: str, reply: SmtpReply | None) -> _Known | None:
+    def _probe_answer(
+        self, domain: str, ip: str, probe: str, reply: SmtpReply | None
+    ) -> _Known | None:
         """Return what the made-up address's reply says of the domain; None: it was not asked.
 
-        A definite answer (catch-all or not) is kept for the domain's later sessions.
+        A definite answer (catch-all or not) is kept for the domain's later sessions with
+        the same MX address.
         """
         if reply is None or is_session_limit(reply):
             return None
         verdict = self._rcpt_verdict(probe, reply)
         known = (probe_outcome(verdict), verdict)
         if known[0] in _CATCH_ALL:
-            self._catch_all[domain] = known
+            self._remember(domain, ip, known)
         return known
 
     def _answers(
@@ -320,7 +426,7 @@ class SmtpStep:
         if reply.code // 100 == 4:
             # A busy or temporarily failing server: another MX address may serve us.
             busy = reply.code == 421
-            if busy:
+            if busy and not (is_rate_limit(reply) and self.throttle.paced(session.ip)):
                 self.throttle.back_off(session.ip)
             return _Round({}, problem=answer, move_on=True, busy=busy)
         return _Round({}, problem=answer, final=True)
@@ -334,6 +440,11 @@ class SmtpStep:
         "too many connections", rate limits) also backs the host off (design.md).
         """
         answered = [r for _, r in session.rcpt_replies if not is_session_limit(r)]
+        if any(is_rate_limit(reply) for reply in limited):
+            self.throttle.learn_rcpt_rate(session.ip)
+            if not answered:  # nothing new in its window: our count is off, back off as well
+                self.throttle.back_off(session.ip)
+            return
         if any(is_error_limit(reply) for reply in limited):
             refused = sum(1 for reply in answered if reply.code >= 400)
             self.throttle.learn_rcpt_limit(session.ip, max(1, refused - 1))
@@ -355,6 +466,12 @@ class SmtpStep:
             # one justified by our reputation is blocked).
             return replace(base, verdict=classify(Stage.RCPT, limited[0]), reply=limited[0])
         return replace(base, verdict=Verdict.of(Reason.PROTOCOL_ERROR))
+
+
+def _rate_limited(mx_host: str, wait_s: float) -> Answer:
+    """Return what a job gets when its host's pace would keep it past deferral.max_wait_s."""
+    # retry_after_s: the daemon asks again when the host's window has room, not blindly.
+    return Answer(Verdict.of(Reason.RATE_LIMITED, round(wait_s + 0.5, 1)), mx_host=mx_host)
 
 
 def _session_answer(session: Session) -> Answer:

@@ -71,8 +71,14 @@ async def run_session(
     settings: EngineSettings,
     smtputf8: bool = False,
     source_address: str | None = None,
+    gate: asyncio.Semaphore | None = None,
 ) -> Session:
     """Return what one conversation with `ip` said about `recipients`, asked in order.
+
+    `gate` (the verifier's global session cap) is held from the dial to the end, except while
+    a host that has not greeted within PROMPT_GREETING_S keeps us waiting: a slow greeter holds
+    its own slots, not one every other host needs. The whole conversation ends at
+    smtp.session_timeout_s (a server answering each command just in time).
 
     Raises ProbeConnectError, ProbeTimeout or ProbeProtocolError only when nothing usable came back
     before RCPT; a break during RCPT is kept in `Session.error` with the replies so far. RCPT stops
@@ -86,6 +92,8 @@ async def run_session(
         settings=settings,
         smtputf8=smtputf8,
         source_address=source_address,
+        gate=_Gate(gate or asyncio.Semaphore()),
+        deadline=asyncio.get_running_loop().time() + settings.smtp.session_timeout_s,
     )
     if settings.smtp.starttls == "never":
         return await converse(starttls=False)
@@ -110,11 +118,35 @@ async def _converse(
     smtputf8: bool,
     source_address: str | None,
     starttls: bool,
+    gate: _Gate,
+    deadline: float,
 ) -> Session:
     """Return the session held on one fresh connection, closed however the conversation ends."""
+    async with gate:
+        return await _converse_held(
+            mx_host, ip, recipients,
+            settings=settings, smtputf8=smtputf8, source_address=source_address,
+            starttls=starttls, gate=gate, deadline=deadline,
+        )  # fmt: skip
+
+
+async def _converse_held(
+    mx_host: str,
+    ip: str,
+    recipients: Sequence[str],
+    *,
+    settings: EngineSettings,
+    smtputf8: bool,
+    source_address: str | None,
+    starttls: bool,
+    gate: _Gate,
+    deadline: float,
+) -> Session:
+    """Return the session of _converse, its gate held (but for a slow greeting)."""
     connection, banner = await _Connection.open(
-        mx_host, ip, smtp=settings.smtp, source_address=source_address
-    )
+        mx_host, ip, smtp=settings.smtp, source_address=source_address, deadline=deadline,
+        gate=gate,
+    )  # fmt: skip
     try:
         session = await _talk(
             connection, banner, recipients, settings=settings, smtputf8=smtputf8, starttls=starttls
@@ -236,34 +268,57 @@ def _reply(response: SMTPResponse) -> SmtpReply:
 class _Connection:
     """One TCP connection to an MX address, speaking SMTP through aiosmtplib's framing."""
 
-    def __init__(self, mx_host: str, ip: str, protocol: SMTPProtocol, *, timeout: float) -> None:
+    def __init__(
+        self, mx_host: str, ip: str, protocol: SMTPProtocol, *, timeout: float, deadline: float
+    ) -> None:
         self.mx_host = mx_host
         self.ip = ip
         self._protocol = protocol
         self._timeout = timeout
+        self._deadline = deadline  # loop time the whole session must end by
 
     @classmethod
     async def open(
-        cls, mx_host: str, ip: str, *, smtp: SmtpSettings, source_address: str | None
+        cls,
+        mx_host: str,
+        ip: str,
+        *,
+        smtp: SmtpSettings,
+        source_address: str | None,
+        deadline: float,
+        gate: _Gate,
     ) -> tuple[_Connection, SmtpReply]:
-        """Return a connection and its banner, both within connect_timeout_s."""
+        """Return a connection (within connect_timeout_s) and its banner (greeting_timeout_s).
+
+        Separate waits: a host that is down fails fast, while one that pauses before its
+        greeting (postscreen, tarpits, load) is waited for, as RFC 5321 §4.5.3.2 asks.
+        """
         protocol = SMTPProtocol(loop=asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(smtp.connect_timeout_s):
+            async with asyncio.timeout_at(min(deadline, loop.time() + smtp.connect_timeout_s)):
                 await _dial(protocol, ip, smtp=smtp, source_address=source_address)
-                banner = await protocol.read_response()
+            async with asyncio.timeout_at(min(deadline, loop.time() + smtp.greeting_timeout_s)):
+                banner = await _greeting(protocol, gate)
         except _FAILURES as exc:
             _abort(protocol)
             raise _probe_error(exc, mx_host, Stage.CONNECT) from exc
         except BaseException:
             _abort(protocol)
             raise
-        return cls(mx_host, ip, protocol, timeout=smtp.command_timeout_s), _reply(banner)
+        connection = cls(mx_host, ip, protocol, timeout=smtp.command_timeout_s, deadline=deadline)
+        return connection, _reply(banner)
+
+    def _wait_s(self) -> float:
+        """Return the wait for the next reply: command_timeout_s, within the session deadline."""
+        return max(0.0, min(self._timeout, self._deadline - asyncio.get_running_loop().time()))
 
     async def command(self, stage: Stage, *words: bytes) -> SMTPResponse:
         """Return the server's response to one command, read within command_timeout_s."""
         try:
-            return await self._protocol.execute_command(*words, timeout=self._timeout)
+            if (wait := self._wait_s()) <= 0:
+                raise TimeoutError("session deadline passed")
+            return await self._protocol.execute_command(*words, timeout=wait)
         except _FAILURES as exc:
             raise _probe_error(exc, self.mx_host, stage) from exc
 
@@ -276,7 +331,7 @@ class _Connection:
             return await self._protocol.start_tls(
                 _client_tls_context(),
                 server_hostname=self.mx_host.rstrip(".") or None,
-                timeout=self._timeout,
+                timeout=self._wait_s() or 0.001,
             )
         except SMTPResponseException as exc:
             if exc.code > 0:
@@ -296,6 +351,45 @@ class _Connection:
     def abort(self) -> None:
         """Drop the connection now, discarding whatever is still buffered either way."""
         _abort(self._protocol)
+
+
+#: A greeting later than this is waited for without the verifier's global session slot.
+PROMPT_GREETING_S = 2.0
+
+
+class _Gate:
+    """The global session slot one conversation holds, given back while a greeting is slow."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def __aenter__(self) -> _Gate:
+        await self._slots.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
+async def _greeting(protocol: SMTPProtocol, gate: _Gate) -> SMTPResponse:
+    """Return the banner; after PROMPT_GREETING_S, wait for it without the global slot."""
+    read = asyncio.ensure_future(protocol.read_response())
+    try:
+        done, _ = await asyncio.wait({read}, timeout=PROMPT_GREETING_S)
+        if not done:
+            gate.release()
+            await asyncio.wait({read})
+            await gate.__aenter__()
+        return read.result()
+    finally:
+        read.cancel()
 
 
 async def _dial(

@@ -7,7 +7,8 @@ shared/corpus/README.md, evaluated in order (first match wins):
     1   2xx                                   -> valid/accepted (at any stage; callers ask at RCPT)
     2   before RCPT, nothing is a verdict on the recipient: an invalid/full answer becomes
         unknown (blocked for 5xx, temporary_failure for 4xx)
-    3   "greylist..." (never a 421)           -> unknown/greylisted, with the server's delay
+    3   "greylist..." (never a 421), OpenBSD spamd's bare 451 -> unknown/greylisted (with the
+        server's delay when it states one)
     4   refusals aimed at us: our IP, PTR, HELO, sender, SPF/DKIM/DMARC, reputation, spam,
         relay, authentication, policy, access denied (but Microsoft's 5.4.1 "Recipient address
         rejected: Access denied" is Directory-Based Edge Blocking: no such recipient)
@@ -25,6 +26,10 @@ shared/corpus/README.md, evaluated in order (first match wins):
    12   otherwise 501/504/555 -> protocol_error, other 5xx -> unknown/blocked, 4xx ->
         unknown/temporary_failure; a code outside 2xx/4xx/5xx -> unknown/protocol_error
 
+By stage: a 501 to EHLO/HELO objects to its only parameter, our HELO name -> unknown/blocked;
+a 500 or 503 to RCPT is about our command, whatever its text says of a mailbox ->
+unknown/protocol_error (unless it refuses us: rule 4).
+
 Rule 0 ("explicit text beats the enhanced code") is why every text rule comes before rule 11.
 Protocol complaints (10) are checked before the mailbox rules so that a complaint about our
 command's syntax ("Bad recipient address syntax") is never read as a statement about a mailbox.
@@ -38,7 +43,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .result import Reason, SmtpReply, Stage, Verdict
+from .result import Reason, ReplyCode, SmtpReply, Stage, Verdict
 from .untrusted import clean_text
 
 __all__ = ["classify", "greylist_delay_s", "parse_reply"]
@@ -144,6 +149,10 @@ _GREYLIST = _markers(
     r"grijze lijst",
     r"сер\w* спис",
 )
+
+# OpenBSD spamd greylists with exactly this reply (spamd.c), naming neither greylisting nor a
+# delay; the same words with anything else around them stay a plain temporary failure.
+_SPAMD = re.compile(r"^temporary failure, please try again later\.?$")
 
 # Microsoft 365 Directory-Based Edge Blocking: the tenant has no such recipient.
 _DBEB = _markers(r"recipient address rejected:? access denied")
@@ -446,6 +455,7 @@ _R = Reason
 _RULES: tuple[_Rule, ...] = (
     # Rule 3, first half: the server says it greylists (a 421 closes the session: rule 5).
     _Rule("greylisting", _R.GREYLISTED, text=_GREYLIST, except_codes=frozenset({421})),
+    _Rule("spamd greylisting", _R.GREYLISTED, text=_SPAMD, codes=frozenset({450, 451})),
     # Rule 4's exception, checked before "access denied" can claim it.
     _Rule(
         "edge blocking (DBEB)",
@@ -520,6 +530,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("unexplained deferral", _R.TEMPORARY_FAILURE, classes=_4XX),
 )
 
+#: RFC 5321's "command unrecognised" and "bad sequence": the command, not its recipient, failed.
+_COMMAND_CODES = frozenset({ReplyCode.SYNTAX_ERROR, ReplyCode.BAD_SEQUENCE})
+
 # Rule 2: before RCPT a reply is about the session, never about the recipient.
 _NOT_A_VERDICT_BEFORE_RCPT = frozenset({_R.MAILBOX_NOT_FOUND, _R.MAILBOX_DISABLED, _R.MAILBOX_FULL})
 
@@ -532,6 +545,10 @@ def classify(stage: Stage, reply: SmtpReply) -> Verdict:
     reason = _reason(reading)
     if stage != Stage.RCPT and reason in _NOT_A_VERDICT_BEFORE_RCPT:
         reason = Reason.BLOCKED if reading.klass == 5 else Reason.TEMPORARY_FAILURE
+    if stage == Stage.EHLO and reply.code == ReplyCode.PARAMETER_ERROR:
+        reason = Reason.BLOCKED  # EHLO's one parameter is our name: it is what they refuse
+    elif stage == Stage.RCPT and reply.code in _COMMAND_CODES and reason is not Reason.BLOCKED:
+        reason = Reason.PROTOCOL_ERROR  # they did not take our command, mailbox or not
     if reason is Reason.GREYLISTED:
         return Verdict.of(reason, greylist_delay_s(reply))
     return Verdict.of(reason)
@@ -565,19 +582,18 @@ _DELAY = re.compile(
     re.I,
 )
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
-# Postgrey's reply ("Greylisted, see http://postgrey.schweikert.ch/help/...") names no delay;
-# its documented default --delay is 300 seconds.
-_POSTGREY = _markers(r"postgrey", r"greylisted, see https?://")
-_POSTGREY_DELAY_S = 300.0
 
 
 def greylist_delay_s(reply: SmtpReply) -> float | None:
-    """Return the wait the server asks for ("try again in 300 seconds", "5 minutes",
-    "retry in 60s", Postgrey "see http://.../greylisting..."), or None when it names none."""
+    """Return the wait the server states ("try again in 300 seconds", "5 minutes",
+    "retry in 60s"), or None when it names none.
+
+    Postgrey's reply ("Greylisted, see http://postgrey.../help/...") names none: its default
+    --delay is 300 s, but many sites run shorter ones, and a guess must not stand in for the
+    user's configured retries (a stated delay is a floor; a guessed one is not).
+    """
     match = _DELAY.search(reply.message)
-    if match is not None:
-        unit = next(name for name in _UNIT_S if match.group(name))
-        return float(match.group(1)) * _UNIT_S[unit]
-    if _POSTGREY.search(reply.message):
-        return _POSTGREY_DELAY_S
-    return None
+    if match is None:
+        return None
+    unit = next(name for name in _UNIT_S if match.group(name))
+    return float(match.group(1)) * _UNIT_S[unit]

@@ -55,6 +55,7 @@ class _Queue:
     jobs: deque[Job] = field(default_factory=deque)
     workers: int = 0
     want: int = 1  # queued addresses that fill a session: a lingering worker goes then
+    most: int = 1  # workers worth running: the sessions its MX hosts may hold for it
     filled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -84,7 +85,7 @@ class Run:
         self._tasks: asyncio.TaskGroup | None = None
         smtp = verifier.settings.smtp
         self._batch = smtp.max_rcpt_per_session
-        self._max_workers = smtp.max_sessions_per_host
+        self._max_workers = smtp.max_sessions_per_host  # until the domain's route is known
 
     async def results(
         self, emails: Iterable[str] | AsyncIterable[str]
@@ -138,16 +139,25 @@ class Run:
         key = (job.address.domain, job.address.smtputf8)
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = _Queue(*key)
+            queue = self._queues[key] = _Queue(*key, most=self._max_workers)
             self._guard.expect(job.address.domain)
         queue.jobs.append(job)
         if len(queue.jobs) >= queue.want:
             queue.filled.set()
-        if queue.workers < self._max_workers and len(queue.jobs) > queue.workers * self._batch:
-            # More workers than the host's session limit would only wait for its slots.
+        self._staff(queue)
+
+    def _staff(self, queue: _Queue) -> None:
+        """Start a worker for the queue when its jobs fill more sessions than its workers run."""
+        if queue.workers < queue.most and len(queue.jobs) > queue.workers * self._batch:
+            # More workers than its hosts' session limits would only wait for their slots.
             assert self._tasks is not None
+            work = self._work(queue)
+            try:
+                self._tasks.create_task(work)
+            except RuntimeError:  # the run is being cancelled: no new worker is wanted
+                work.close()
+                return
             queue.workers += 1
-            self._tasks.create_task(self._work(queue))
 
     def _shared(self, job: Job) -> bool:
         """Return True when a duplicate's answer is in flight or recent: it needs no session."""
@@ -184,6 +194,9 @@ class Run:
                 for job in taken:
                     self._finish(job, plan.answer, plan.route)
                 return
+            # A domain's equal-preference MX hosts share its sessions (RFC 5321 §5.1).
+            queue.most = self._step.sessions_for(plan)
+            self._staff(queue)
             await self._linger(queue, plan)
             probe = f"{made_up_local_part(self._verifier._rng)}@{plan.domain}"
             answers = await self._step.converse(plan, taken, probe=probe, queue=queue.jobs)
@@ -202,7 +215,7 @@ class Run:
         if not queue.jobs or len(queue.jobs) >= queue.want or self._input_done:
             return  # empty: another worker of the domain took them while we looked up the route
         queue.filled.clear()
-        linger = _LINGER_S if self._step.knows_catch_all(route.domain) else _FIRST_LINGER_S
+        linger = _LINGER_S if self._step.knows_catch_all(route) else _FIRST_LINGER_S
         wait = queue.jobs[0].started + linger - time.perf_counter()
         if wait > 0:
             with contextlib.suppress(TimeoutError):

@@ -64,14 +64,26 @@ class SmtpSettings(_Section):
     """How, and how politely, the engine talks to mail servers."""
 
     port: int = Field(25, ge=1, le=65535, description="Port of the receiving mail servers.")
-    connect_timeout_s: float = Field(10.0, gt=0, description="TCP connect plus banner.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP connect (or SOCKS) only.")
+    greeting_timeout_s: float = Field(
+        60.0, gt=0, description="Wait for the 220 banner (RFC 5321 §4.5.3.2 says up to 5 min)."
+    )
     command_timeout_s: float = Field(30.0, gt=0, description="Each reply after the banner.")
+    session_timeout_s: float = Field(
+        300.0, gt=0, description="Whole session, banner to last RCPT: a slow drip ends here."
+    )
     starttls: Literal["opportunistic", "never"] = "opportunistic"
     allowed_private_networks: list[IPv4Network | IPv6Network] = Field(
         default_factory=list,
         description="Non-global networks the engine may still contact (tests, intranets).",
     )
     max_sessions_per_host: int = Field(2, ge=1, description="Concurrent sessions per MX IP.")
+    max_sessions_per_domain: int = Field(
+        4, ge=1, description="Concurrent sessions for one recipient domain, over all its MX."
+    )
+    max_sessions_per_registrable_domain: int = Field(
+        8, ge=1, description="Concurrent sessions for all subdomains of one registrable domain."
+    )
     max_rcpt_per_session: int = Field(20, ge=1, description="Recipients per SMTP session.")
     min_session_interval_ms: int = Field(0, ge=0, description="Pause between sessions per host.")
     source_addresses: list[str] = Field(
@@ -117,6 +129,19 @@ class GreylistSettings(_Section):
     )
 
 
+class DeferralSettings(_Section):
+    """How long one run waits out a server's pace (rate limits) before answering unknown."""
+
+    max_wait_s: float = Field(
+        600.0,
+        ge=0,
+        description="Longest wait for a rate-limited host, counted from the address's arrival.",
+    )
+    rate_window_s: float = Field(
+        60.0, gt=0, description="Window of a host's per-time limits (Postfix anvil: 60 s)."
+    )
+
+
 class SyntaxSettings(_Section):
     """Which address forms are accepted."""
 
@@ -148,6 +173,7 @@ class EngineSettings(_Section):
     dns: DnsSettings = Field(default_factory=DnsSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     greylist: GreylistSettings = Field(default_factory=GreylistSettings)
+    deferral: DeferralSettings = Field(default_factory=DeferralSettings)
     syntax: SyntaxSettings = Field(default_factory=SyntaxSettings)
 
     @field_validator("helo_hostname")

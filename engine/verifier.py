@@ -66,7 +66,9 @@ class Verifier:
         self._router = MailRouter(self.settings, rng=self._rng)
         self._sanity = ResolverSanity(self.settings.dns)
         self._distrusted = False  # a DNS verdict was withheld since the last route cache reset
-        self.throttle = HostThrottle(self.settings.smtp, rng=self._rng)
+        self.throttle = HostThrottle(
+            self.settings.smtp, rng=self._rng, window_s=self.settings.deferral.rate_window_s
+        )
         self._step = SmtpStep(self.settings, throttle=self.throttle)
         self._corrections: dict[str, str | None] = {}  # domain → the domain it is a typo of
 

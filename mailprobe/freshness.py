@@ -6,6 +6,8 @@ a result. No I/O and no SQL here.
 - `valid`, `catch_all`, `risky`: reused for `policy.fresh_days` (30 days), `invalid` 90 days.
 - `unknown/greylisted`: retried after the server's delay when it named one (the engine already
   retried within its own `greylist.max_wait_s`), else after `greylist_retry_s`.
+- `unknown/rate_limited` whose host's window is known (`retry_after_s`): retried when the
+  window reopens, not on the blind back-off.
 - Other retriable `unknown`s back off from `unknown_retry_min_s` (15 min), doubling per unknown
   in a row, to `unknown_retry_max_s` (24 h). Unknowns no retry can change soon
   (`unverifiable_provider`) wait the longest back-off at once.
@@ -80,6 +82,9 @@ class Freshness:
         if reason is Reason.GREYLISTED:
             # The server's own delay when it named one: asking sooner only restarts its clock.
             return timedelta(seconds=server_delay_s or self.greylist_retry_s)
+        if reason is Reason.RATE_LIMITED and server_delay_s:
+            # The engine learned the host's pace: ask when its window has room again.
+            return timedelta(seconds=server_delay_s)
         if reason not in RETRIABLE:
             # The provider will answer the same way tomorrow: do not ask every 15 minutes.
             return timedelta(seconds=self.policy.unknown_retry_max_s)

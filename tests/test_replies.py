@@ -402,8 +402,9 @@ def test_non_greylisted_verdict_has_no_delay() -> None:
         ("Greylisted, retry after 1.5 minutes", 90.0),
         ("Graue Liste: bitte in 10 Minuten erneut versuchen", 600.0),
         ("Liste grise, réessayez dans 120 secondes", 120.0),
-        ("Greylisted, see http://postgrey.schweikert.ch/help/example.org.html", 300.0),
-        ("Greylisted, see https://mx.example.org/greylisting.html", 300.0),
+        # Postgrey names no delay: a guess must not cancel the configured retries.
+        ("Greylisted, see http://postgrey.schweikert.ch/help/example.org.html", None),
+        ("Greylisted, see https://mx.example.org/greylisting.html", None),
         ("Greylisting in action, please come back later", None),
         ("Greylisted by host mta1061.example.net", None),
         ("Greylisted (ref 554.30)", None),
@@ -449,3 +450,46 @@ def test_same_text_under_other_codes_keeps_each_codes_verdict() -> None:
 def test_classify_caches_are_bounded() -> None:
     assert _reason.cache_info().maxsize is not None
     assert _rules_for.cache_info().maxsize is not None
+
+
+# --- issue 10: reply classes revisited ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stage", "code", "text", "reason"),
+    [
+        # Gateways that validate recipients say 5.7.1 while the text speaks of the recipient.
+        (Stage.RCPT, 550, "5.7.1 <bob@x.example>: Recipient address rejected: User unknown",
+         R.MAILBOX_NOT_FOUND),
+        (Stage.RCPT, 550, "5.7.1 Recipient not valid", R.MAILBOX_NOT_FOUND),
+        (Stage.RCPT, 554, "5.7.1 <bob@x.example>: Recipient address rejected: Invalid recipient",
+         R.MAILBOX_NOT_FOUND),
+        (Stage.RCPT, 550, "5.7.1 The recipient is not a valid user in this organization",
+         R.MAILBOX_NOT_FOUND),
+        (Stage.RCPT, 550, "5.7.1 Unknown recipient", R.MAILBOX_NOT_FOUND),
+        # ...while a 5.7.1 about us (IP, policy, reputation, HELO, preferences) stays blocked.
+        (Stage.RCPT, 550, "5.7.1 Client host [192.0.2.1] blocked using zen.spamhaus.org",
+         R.BLOCKED),
+        (Stage.RCPT, 550, "5.7.1 Recipient rejected by policy", R.BLOCKED),
+        (Stage.RCPT, 550, "5.7.1 Message rejected due to IP reputation", R.BLOCKED),
+        (Stage.RCPT, 550, "5.7.1 Recipient address rejected: your HELO name is not valid",
+         R.BLOCKED),
+        (Stage.RCPT, 550, "5.7.1 Recipient does not accept mail from your domain (preferences)",
+         R.BLOCKED),
+        # A 500 or 503 to RCPT is about our command, whatever it says of a mailbox.
+        (Stage.RCPT, 500, "5.5.1 Too many unknown commands", R.PROTOCOL_ERROR),
+        (Stage.RCPT, 503, "5.1.1 User unknown", R.PROTOCOL_ERROR),
+        (Stage.RCPT, 500, "User unknown", R.PROTOCOL_ERROR),
+        # A 501 to EHLO/HELO objects to its only parameter: our HELO name.
+        (Stage.EHLO, 501, "5.5.4 Invalid domain name", R.BLOCKED),
+        (Stage.EHLO, 501, "5.0.0 hostname not allowed", R.BLOCKED),
+        (Stage.EHLO, 501, "Syntactically invalid EHLO argument(s)", R.BLOCKED),
+        # OpenBSD spamd's greylisting reply names neither greylisting nor a delay.
+        (Stage.RCPT, 451, "Temporary failure, please try again later.", R.GREYLISTED),
+        (Stage.RCPT, 451, "Temporary failure, please try again later. Disk full",
+         R.TEMPORARY_FAILURE),
+        (Stage.RCPT, 421, "Temporary failure, please try again later.", R.TEMPORARY_FAILURE),
+    ],
+)  # fmt: skip
+def test_issue_10_reply_classes(stage: Stage, code: int, text: str, reason: Reason) -> None:
+    assert classify(stage, parse_reply(code, text)).reason is reason

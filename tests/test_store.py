@@ -495,6 +495,12 @@ def test_greylisted_is_retried_after_the_servers_own_delay_when_it_named_one() -
     assert life == timedelta(seconds=600)
 
 
+def test_rate_limited_is_retried_when_the_hosts_window_reopens() -> None:
+    result = make_result("a@x.test", Status.UNKNOWN, Reason.RATE_LIMITED)
+    _, life, _, _ = _decide(dataclasses.replace(result, retry_after_s=42))
+    assert life == timedelta(seconds=42)  # not the 15-minute blind back-off
+
+
 def test_unverifiable_provider_waits_the_longest_back_off() -> None:
     result = make_result("a@x.test", Status.UNKNOWN, Reason.UNVERIFIABLE_PROVIDER)
     assert _decide(result)[1] == timedelta(hours=24)

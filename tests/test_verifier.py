@@ -98,6 +98,19 @@ async def test_invalid_syntax_is_invalid_with_no_smtp_check(net: Net, email: str
     assert net.dns.queries == []  # syntax needs no DNS
 
 
+async def test_quoted_local_part_is_asked_over_smtp_with_its_quotes(net: Net) -> None:
+    (server,) = await net.serve(ScriptedSmtp(IP1, mailboxes={'"john smith"@acme.test'}))
+    net.mx("acme.test", ("mx.acme.test", IP1))
+
+    results = await verify_all(net.verifier(), ['"john smith"@acme.test', '"nobody"@acme.test'])
+
+    assert [outcome(r) for r in results] == [
+        ("valid", "accepted"),
+        ("invalid", "mailbox_not_found"),
+    ]
+    assert sorted(real_rcpts(server)) == ['<"john smith"@acme.test>', "<nobody@acme.test>"]
+
+
 async def test_idn_domain_is_asked_in_its_a_label_form(net: Net) -> None:
     (server,) = await net.serve(ScriptedSmtp(IP1, mailboxes={"anna@xn--bcher-kva.test"}))
     net.mx("xn--bcher-kva.test", ("mx.xn--bcher-kva.test", IP1))

@@ -67,6 +67,7 @@ class Net:
         smtp = {
             "port": self.port,
             "connect_timeout_s": self.timeout_s,
+            "greeting_timeout_s": self.timeout_s,
             "command_timeout_s": self.timeout_s,
             "allowed_private_networks": ["127.0.0.0/8", "::1/128"],
             **knobs.pop("smtp", {}),

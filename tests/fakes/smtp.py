@@ -439,6 +439,97 @@ class GreylistingSmtp(ScriptedSmtp):
         return super().rcpt_reply(record, recipient)
 
 
+class PostgreySmtp(ScriptedSmtp):
+    """Greylists like postgrey: 450 naming no delay until `delay_s` passed since the first try.
+
+    Keyed on (client IP, recipient); asking early does not restart the clock. With `stated`,
+    the reply names the delay instead ("try again in N seconds"), as some greylisters do.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        delay_s: float,
+        stated: bool = False,
+        **knobs: Any,
+    ) -> None:
+        super().__init__(host, port, **knobs)
+        self.delay_s = delay_s
+        self.stated = stated
+        self.first_seen: dict[tuple[str, str], float] = {}
+        self.deferred = 0
+
+    def rcpt_reply(self, record: SessionRecord, recipient: str) -> str:
+        key = (record.client_ip, recipient.lower())
+        first = self.first_seen.setdefault(key, time.monotonic())
+        if time.monotonic() - first >= self.delay_s:
+            return super().rcpt_reply(record, recipient)
+        self.deferred += 1
+        if self.stated:
+            return f"450 4.7.1 <{recipient}>: Greylisted, try again in {self.delay_s:g} seconds"
+        domain = recipient.rpartition("@")[2]
+        return (
+            f"450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted, "
+            f"see http://postgrey.schweikert.ch/help/{domain}.html"
+        )
+
+
+class AnvilSmtp(ScriptedSmtp):
+    """Postfix's anvil rate limits per client IP and fixed window (anvil_rate_time_unit).
+
+    `rcpt_rate` recipients per window ("450 4.7.1 Error: too many recipients from <ip>", the
+    session goes on), `session_rate` sessions per window ("421 4.7.0 ... Error: too many
+    connections from <ip>" at the banner). A window starts with its first event. `violations`
+    counts the refusals the client provoked, `crowded` the "too many connections" among them.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        window_s: float,
+        rcpt_rate: int | None = None,
+        session_rate: int | None = None,
+        **knobs: Any,
+    ) -> None:
+        super().__init__(host, port, **knobs)
+        self.window_s = window_s
+        self.rcpt_rate = rcpt_rate
+        self.session_rate = session_rate
+        self.violations = 0
+        self.crowded = 0
+        self._windows: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def _count(self, client: str, kind: str) -> int:
+        """Count one event in the client's current window and return the window's count."""
+        start, count = self._windows.get((client, kind), (0.0, 0))
+        now = time.monotonic()
+        if now - start >= self.window_s:
+            start, count = now, 0
+        self._windows[(client, kind)] = (start, count + 1)
+        return count + 1
+
+    async def _converse(self, session: _Session) -> None:
+        client = session.record.client_ip
+        if self.session_rate is not None and self._count(client, "session") > self.session_rate:
+            self.violations += 1
+            self.crowded += 1
+            await self._send(
+                session, f"421 4.7.0 {self.hostname} Error: too many connections from {client}"
+            )
+            return
+        await super()._converse(session)
+
+    def rcpt_reply(self, record: SessionRecord, recipient: str) -> str:
+        if self.rcpt_rate is not None and self._count(record.client_ip, "rcpt") > self.rcpt_rate:
+            self.violations += 1
+            return f"450 4.7.1 Error: too many recipients from {record.client_ip}"
+        return super().rcpt_reply(record, recipient)
+
+
 class HeloOnlySmtp(ScriptedSmtp):
     """An SMTP server from before ESMTP: EHLO is not recognised, HELO works."""
 

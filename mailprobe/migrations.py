@@ -140,8 +140,22 @@ def m003_csv_files(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_csv_file_retries(db: Database) -> None:
+    """A verified file's rows still waiting for a retry, so its output is rewritten when due."""
+    _run(
+        db,
+        """
+        ALTER TABLE csv_files ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;  -- rows to retry
+        ALTER TABLE csv_files ADD COLUMN retry_at TEXT;  -- when the first is due; NULL = none
+        ALTER TABLE csv_files ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;  -- rewrites
+        CREATE INDEX csv_files_by_retry ON csv_files (connector, retry_at);
+        """,
+    )
+
+
 #: Names of every migration this version knows, in order (a test holds it to the set above).
-KNOWN: tuple[str, ...] = ("m001_core", "m002_domains", "m003_csv_files")
+KNOWN: tuple[str, ...] = ("m001_core", "m002_domains", "m003_csv_files", "m004_csv_file_retries")
 
 
 def _run(db: Database, script: str) -> None:

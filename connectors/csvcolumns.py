@@ -60,8 +60,8 @@ def summary(result: VerificationResult) -> str:
         return "Safe to send"
     label = REASON_LABELS[result.reason]
     if result.status is Status.CATCH_ALL:
-        text = f"{label}: cannot confirm"
-    elif result.status is Status.INVALID:
+        return f"{label}: cannot confirm"  # its 250 was said to every address: nothing to quote
+    if result.status is Status.INVALID:
         text = label
     elif result.status is Status.RISKY:
         text = f"{label}: {ACTION_LABELS[result.action].lower()}"
@@ -70,7 +70,9 @@ def summary(result: VerificationResult) -> str:
     else:
         text = f"{label}: could not confirm, send with caution"
     reply = smtp_reply_text(result)
-    if reply:
+    smtp = result.checks.smtp
+    # Quote a refusal or deferral; a 250 explains nothing (a full or role mailbox said it too).
+    if reply and smtp is not None and (smtp.response_code or 0) >= 400:
         quoted = reply if len(reply) <= _QUOTED_REPLY else reply[: _QUOTED_REPLY - 3] + "..."
         text += f" (the server said {quoted})"
     return text

@@ -3,6 +3,7 @@ files named by `status`, and unknown rows verified again and rewritten into the 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import logging
@@ -21,6 +22,7 @@ from mailprobe.settings import AppSettings, PolicySettings
 from mailprobe.store import RunOutcome, Store
 from tests.fakes.net import IP1, IP2, Net
 from tests.fakes.smtp import ScriptedSmtp
+from tests.test_daemon import Passes
 from tests.test_pipeline import Clock, FakeVerifier, drop_in, read_output
 from tests.test_store import make_result
 
@@ -402,6 +404,33 @@ async def test_daemon_retry_job_rewrites_drop_files_only_when_due(tmp_path: Path
         kinds = [row[0] for row in store.db.execute("SELECT kind FROM runs ORDER BY id")]
         assert kinds == ["pass", "retry"]
     assert read_output(tmp_path, "leads.verified.csv")[0]["mailprobe_status"] == "valid"
+
+
+async def test_file_still_copying_brings_the_folders_next_pass_forward(tmp_path: Path) -> None:
+    settings = AppSettings(
+        store={"path": tmp_path / "state.db"},
+        connectors={
+            "drop": {"type": "csv", "folder": tmp_path / "drop", "schedule": "1h", "settle_s": 1}
+        },
+    )
+    drop_in(tmp_path, "late.csv", [("email",), ("a@x.test",)], age_s=0)
+    passes = Passes()
+    with Store(tmp_path / "state.db") as store:
+        from mailprobe.wiring import build_connectors
+
+        daemon = Daemon(
+            settings,
+            store=store,
+            connectors=build_connectors(settings),
+            verifier=FakeVerifier(Clock()),
+            on_pass=passes,
+        )
+        running = asyncio.create_task(daemon.run())
+        await passes.wait_for(lambda reports: len(reports) >= 2)  # not in an hour: in a second
+        daemon.request_stop()
+        await asyncio.wait_for(running, 10)
+    assert passes.reports[0].wake_in_s is not None and passes.reports[1].counts.written == 1
+    assert read_output(tmp_path, "late.verified.csv")[0]["mailprobe_summary"] == "Safe to send"
 
 
 # -- fixtures ------------------------------------------------------------------------------------

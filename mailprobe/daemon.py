@@ -20,6 +20,7 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import astuple, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,10 +33,12 @@ from .errors import StoreError
 from .freshness import Freshness
 from .pipeline import BulkVerifier, Connector, CrmConnector, CsvDrop, PassReport, Pipeline
 from .settings import AppSettings, interval_seconds
-from .store import RunOutcome, Store
+from .store import RunCounts, RunOutcome, Store
 
 log = logging.getLogger(__name__)
 
+#: Passes `sync` runs again for files that were still being copied, at most.
+SETTLE_ROUNDS = 5
 #: How often the retry job looks for due unknowns: of CRM contacts and of drop files' rows.
 RETRY_INTERVAL_S = 300.0
 RETRY_JOB_ID = "_retries"
@@ -288,8 +291,32 @@ async def sync_once(
         for connector in connectors.values():
             if stop.is_set():
                 break
-            reports.append(await pipeline.run_pass(connector))
+            report = await pipeline.run_pass(connector)
+            reports.append(await _after_settling(pipeline, connector, report, stop))
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
     return reports
+
+
+async def _after_settling(
+    pipeline: Pipeline, connector: Connector, report: PassReport, stop: threading.Event
+) -> PassReport:
+    """Return the pass's report once files that were still being copied were taken as well.
+
+    `sync` is one pass, but a file dropped a moment before would otherwise wait for the next
+    sync although the log said "taking it in N s": wait for it to settle (a few rounds at most,
+    for a file that keeps changing) and pass again, counting both passes as one.
+    """
+    for _ in range(SETTLE_ROUNDS):
+        if report.wake_in_s is None or stop.is_set():
+            return report
+        deadline = asyncio.get_running_loop().time() + report.wake_in_s + 0.2
+        while not stop.is_set() and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(left, 0.25))  # a wall-clock wait; SIGTERM ends it early
+        if stop.is_set():
+            return report
+        later = await pipeline.run_pass(connector)
+        pairs = zip(astuple(report.counts), astuple(later.counts), strict=True)
+        report = replace(later, counts=RunCounts(*(a + b for a, b in pairs)))
+    return report

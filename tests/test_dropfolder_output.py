@@ -16,7 +16,7 @@ from connectors.csvcolumns import COLUMN_NAMES, Columns, summary
 from connectors.csvdrop import DropFolder
 from connectors.fields import FIELD_NAMES, smtp_reply_text
 from engine.result import Reason, Status
-from mailprobe.daemon import Daemon
+from mailprobe.daemon import Daemon, sync_once
 from mailprobe.pipeline import CsvDrop, Pipeline
 from mailprobe.settings import AppSettings, PolicySettings
 from mailprobe.store import RunOutcome, Store
@@ -430,6 +430,26 @@ async def test_file_still_copying_brings_the_folders_next_pass_forward(tmp_path:
         daemon.request_stop()
         await asyncio.wait_for(running, 10)
     assert passes.reports[0].wake_in_s is not None and passes.reports[1].counts.written == 1
+    assert read_output(tmp_path, "late.verified.csv")[0]["mailprobe_summary"] == "Safe to send"
+
+
+async def test_sync_waits_for_a_file_still_being_copied_then_takes_it(tmp_path: Path) -> None:
+    settings = AppSettings(
+        store={"path": tmp_path / "state.db"},
+        connectors={"drop": {"type": "csv", "folder": tmp_path / "drop", "settle_s": 0.5}},
+    )
+    drop_in(tmp_path, "late.csv", [("email",), ("a@x.test",)], age_s=0)
+    with Store(tmp_path / "state.db") as store:
+        from mailprobe.wiring import build_connectors
+
+        [report] = await sync_once(
+            settings,
+            store=store,
+            connectors=build_connectors(settings),
+            verifier=FakeVerifier(Clock()),
+        )
+    assert report.outcome is RunOutcome.OK and report.wake_in_s is None
+    assert report.counts.written == 1 and report.counts.pulled == 1
     assert read_output(tmp_path, "late.verified.csv")[0]["mailprobe_summary"] == "Safe to send"
 
 

@@ -16,6 +16,10 @@ CSV drop folders: each ready file is registered, its distinct addresses queued (
 batches: bounded memory at a million rows), verified, then the output written from the stored
 results in one atomic file, then the input archived. Each stage is recorded, so a restart after
 a kill resumes: every row is in the output exactly once and no saved result is verified again.
+Rows whose answer is an unknown awaiting a retry are counted per file with the earliest retry
+time, in the transaction that records the output; when due, a retry (every pass of the folder,
+and the daemon's retry job) verifies them and rewrites the output in place from itself, again
+atomically, so a kill at any point leaves the previous output whole and the retry to redo.
 
 Unknown answers never block a pass: they are saved with their retry time (freshness.py), and a
 later pass or the retry job queues them again. A stop request (SIGTERM) is honoured between

@@ -17,9 +17,10 @@ Decisions, so the pipeline and users can rely on them:
   fails the file with its line number instead of silently merging rows.
 - A file whose single column's first cell holds an "@" is a headerless list of addresses; its
   output gets a header row (`email` and the `mailprobe_*` names) so the columns are named.
-- Output: every original cell, in order; the `mailprobe_*` columns follow the header's columns
-  (cells of a ragged row beyond the header move after them, so every column stays under its
-  header). A `mailprobe_*` column already in the input (a verified file dropped again) is updated
+- Output: every original cell, in order; the `mailprobe_*` columns (which ones: `columns`,
+  csvcolumns.py) follow the header's columns (cells of a ragged row beyond the header move after
+  them, so every column stays under its header). A `mailprobe_*` column already in the input (a
+  verified file dropped again, or an output rewritten from itself with newer answers) is updated
   in place, not duplicated. UTF-8, same delimiter, CRLF line ends; a byte order mark when the
   input had one or was in a legacy 8-bit encoding (Excel needs it to read accents as UTF-8).
 - Formula injection (OWASP "CSV Injection"): a cell starting with = + - @ tab CR or LF gets a

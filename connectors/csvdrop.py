@@ -17,9 +17,10 @@ Decisions, so the pipeline and users can rely on them:
   fails the file with its line number instead of silently merging rows.
 - A file whose single column's first cell holds an "@" is a headerless list of addresses; its
   output gets a header row (`email` and the `mailprobe_*` names) so the columns are named.
-- Output: every original cell, in order; the `mailprobe_*` columns follow the header's columns
-  (cells of a ragged row beyond the header move after them, so every column stays under its
-  header). A `mailprobe_*` column already in the input (a verified file dropped again) is updated
+- Output: every original cell, in order; the `mailprobe_*` columns (which ones: `columns`,
+  csvcolumns.py) follow the header's columns (cells of a ragged row beyond the header move after
+  them, so every column stays under its header). A `mailprobe_*` column already in the input (a
+  verified file dropped again, or an output rewritten from itself with newer answers) is updated
   in place, not duplicated. UTF-8, same delimiter, CRLF line ends; a byte order mark when the
   input had one or was in a legacy 8-bit encoding (Excel needs it to read accents as UTF-8).
 - Hostile files: only regular files are read, each opened with O_NOFOLLOW and checked with
@@ -57,6 +58,7 @@ from engine.result import format_time
 from engine.untrusted import clean_text
 
 from .base import FieldValue
+from .csvcolumns import ALL_NAMES, COLUMN_NAMES, Columns
 from .errors import ConnectorError, SkippableRecordError
 from .fields import FIELD_NAMES, field_text
 
@@ -131,9 +133,15 @@ class DropFolder:
     _: KW_ONLY
     settle_s: float = 5.0
     email_column: str | None = None
+    columns: Columns = Columns.FULL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "folder", Path(self.folder))
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Return the mailprobe_* columns an output gets, in order (`columns: full|basic`)."""
+        return COLUMN_NAMES[self.columns]
 
     @property
     def inbox(self) -> Path:
@@ -197,6 +205,23 @@ class DropFolder:
                     if kind_ok and moment - info.st_mtime >= self.settle_s:
                         ready.append(Path(entry.path))
         return sorted(ready, key=lambda path: path.name)
+
+    def settling_files(self, *, now: float | None = None) -> list[tuple[Path, float]]:
+        """Return inbox CSV files still changing, each with the seconds until it is settled."""
+        if not self.inbox.is_dir():
+            return []
+        moment = time.time() if now is None else now
+        settling = []
+        with os.scandir(self.inbox) as entries:
+            for entry in entries:
+                if not _is_candidate(entry.name):
+                    continue
+                with suppress(FileNotFoundError):  # removed while we looked
+                    if entry.is_file(follow_symlinks=False):
+                        left = self.settle_s - (moment - entry.stat().st_mtime)
+                        if left > 0:
+                            settling.append((Path(entry.path), left))
+        return sorted(settling, key=lambda item: item[0].name)
 
     def open(self, path: Path) -> CsvTable:
         """Return the file's layout (encoding, delimiter, header, email column), read lazily.
@@ -314,14 +339,19 @@ class CsvTable:
             yield number, _cell(record, self.email_index).strip()
 
     def write_verified(
-        self, out: Path, fields_for_row: Callable[[int, str], Mapping[str, FieldValue]]
+        self,
+        out: Path,
+        fields_for_row: Callable[[int, str], Mapping[str, FieldValue]],
+        *,
+        columns: tuple[str, ...] = FIELD_NAMES,
     ) -> int:
-        """Write every row plus its mailprobe_* fields to `out` atomically; return rows written.
+        """Write every row plus its mailprobe_* `columns` to `out` atomically; return rows written.
 
         The output appears whole or not at all: it is written to a dot-file beside `out`,
-        fsynced, then renamed over it.
+        fsynced, then renamed over it. `out` may be this table's own file (an output rewritten
+        with newer answers): it is read to the end before the rename replaces it.
         """
-        layout = _OutputLayout.of(self.header)
+        layout = _OutputLayout.of(self.header, columns)
         written = 0
         with _atomic_text(out, encoding=self._output_encoding) as stream:
             writer = csv.writer(stream, delimiter=self.delimiter, lineterminator="\r\n")
@@ -364,12 +394,17 @@ class _OutputLayout:
     blanks: tuple[str, ...]  # one "" per appended field
 
     @classmethod
-    def of(cls, header: tuple[str, ...]) -> _OutputLayout:
-        """Return the layout for an input header (() for a headerless list)."""
+    def of(cls, header: tuple[str, ...], columns: tuple[str, ...] = FIELD_NAMES) -> _OutputLayout:
+        """Return the layout for an input header (() for a headerless list).
+
+        Any mailprobe_* column the input has is kept up to date in place, wanted or not; of
+        `columns`, the missing ones are appended.
+        """
         names = header or ("email",)
         present = {name.strip().lower(): index for index, name in enumerate(names)}
-        appended = tuple(name for name in FIELD_NAMES if name not in present)
-        slots = {name: present[name] for name in FIELD_NAMES if name in present}
+        appended = tuple(name for name in columns if name not in present)
+        known = dict.fromkeys((*ALL_NAMES, *columns))
+        slots = {name: present[name] for name in known if name in present}
         slots.update({name: len(names) + offset for offset, name in enumerate(appended)})
         return cls(names + appended, len(names), slots, ("",) * len(appended))
 
@@ -400,6 +435,13 @@ def neutralise(cell: str) -> str:
     """Return the cell, prefixed with ' when a spreadsheet would run it as a formula."""
     if cell[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(cell):
         return "'" + cell
+    return cell
+
+
+def unneutralised(cell: str) -> str:
+    """Return a cell as it was before neutralise() (reading back an output we wrote)."""
+    if cell[:1] == "'" and cell[1:2] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(cell[1:]):
+        return cell[1:]
     return cell
 
 

@@ -7,6 +7,7 @@ wire format. No HTTP here.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -218,8 +219,23 @@ def smtp_reply_text(result: VerificationResult) -> str | None:
     smtp = result.checks.smtp
     if smtp is None or smtp.response_code is None:
         return None
-    text = f"{smtp.response_code} {smtp.response_message or ''}".strip()
-    return " ".join(text.split())[:500]
+    text = f"{smtp.response_code} {smtp.response_message or ''}"
+    return printable(text)[:500]
+
+
+def printable(text: str) -> str:
+    """Return text from outside on one line, without control or invisible formatting characters.
+
+    A server's reply is untrusted: terminal escapes, NULs and bidirectional overrides (which
+    make a cell read differently from what it holds) are dropped; runs of whitespace become one
+    space.
+    """
+    kept = "".join(
+        char
+        for char in text
+        if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf", "Co", "Cs")
+    )
+    return " ".join(kept.split())
 
 
 def field_values(result: VerificationResult, *, next_check: date | None) -> dict[str, FieldValue]:

@@ -257,6 +257,11 @@ def _status_lines(summary: Any) -> list[str]:
                 f"  {item.connector}: files done {item.files.get('done', 0)}, failed "
                 f"{item.files.get('failed', 0)}, in progress {sum(waiting.values())}"
             )
+        for failed in item.failed_files:  # not dropped again since; failed/ holds each
+            notes.append(
+                f"  {item.connector}: failed file {failed.name} ({_when(failed.failed_at)}):"
+                f" {failed.error}"
+            )
         if item.contacts:
             parts = ", ".join(f"{k} {v}" for k, v in sorted(item.contacts.items()))
             notes.append(f"  {item.connector}: contacts {parts}")

@@ -1,8 +1,10 @@
 """The long-running service and the one-shot sync: scheduling passes, stopping cleanly.
 
 `Daemon.run()` schedules one APScheduler job per enabled connector (id = its name, never two
-passes at once, missed runs coalesced), a retry job for CRM connectors' due unknowns and expired
-results, and the HTTP API when `api.enabled`. SIGTERM and SIGINT let the current step finish
+passes at once, missed runs coalesced), a retry job for due unknowns and expired results (CRM
+contacts, and drop-folder files whose output is then rewritten), and the HTTP API when
+`api.enabled`. A dropped file still being copied brings its folder's next pass forward to
+when the file will have settled. SIGTERM and SIGINT let the current step finish
 (a page, a result, a file stage) and return, so the process exits 0 and the next start resumes.
 A connector that fails is logged and recorded for `mailprobe status`; one that cannot work until
 its configuration changes (bad token) is paused until restart; the others go on.
@@ -18,7 +20,8 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from dataclasses import astuple, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -30,11 +33,13 @@ from .errors import StoreError
 from .freshness import Freshness
 from .pipeline import BulkVerifier, Connector, CrmConnector, CsvDrop, PassReport, Pipeline
 from .settings import AppSettings, interval_seconds
-from .store import RunOutcome, Store
+from .store import RunCounts, RunOutcome, Store
 
 log = logging.getLogger(__name__)
 
-#: How often the retry job looks for due unknowns and expired results of CRM contacts.
+#: Passes `sync` runs again for files that were still being copied, at most.
+SETTLE_ROUNDS = 5
+#: How often the retry job looks for due unknowns: of CRM contacts and of drop files' rows.
 RETRY_INTERVAL_S = 300.0
 RETRY_JOB_ID = "_retries"
 
@@ -180,7 +185,7 @@ class Daemon:
                 misfire_grace_time=None,
                 **({"next_run_time": first} if first else {}),
             )
-        if any(isinstance(c, CrmConnector) for c in self.connectors.values()):
+        if self.connectors:
             scheduler.add_job(
                 self._retry_job,
                 IntervalTrigger(seconds=self.retry_interval_s, timezone=UTC),
@@ -198,10 +203,22 @@ class Daemon:
         await self._guarded(name, retry_only=False)
 
     async def _retry_job(self) -> None:
-        """Verify due retries and expired results of each CRM connector, and write them back."""
+        """Verify due retries and expired results of each connector, and write them back."""
         for name, connector in self.connectors.items():
-            if isinstance(connector, CrmConnector) and name not in self.paused:
+            if name in self.paused:
+                continue
+            if isinstance(connector, CrmConnector) or self._file_retry_due(name):
                 await self._guarded(name, retry_only=True)
+
+    def _file_retry_due(self, name: str) -> bool:
+        """Return True when a drop folder has a verified file with rows due for a retry."""
+        try:
+            return bool(self.store.csv_files_due(name, now=datetime.now(UTC), limit=1))
+        except StoreError as exc:
+            log.error("store failed: %s", exc, extra={"connector": name})
+            self.failure = exc
+            self.request_stop()
+            return False
 
     async def _guarded(self, name: str, *, retry_only: bool) -> None:
         lock = self._locks[name]
@@ -216,6 +233,8 @@ class Daemon:
             self.reports.append(report)
             if report.outcome is RunOutcome.FATAL:
                 self._pause(name, report)
+            if report.wake_in_s is not None:
+                self._pass_soon(name, report.wake_in_s)
             if self.on_pass is not None:
                 self.on_pass(report)
         except StoreError as exc:
@@ -225,6 +244,16 @@ class Daemon:
         finally:
             if task is not None:
                 self._running.discard(task)
+
+    def _pass_soon(self, name: str, delay_s: float) -> None:
+        """Run `name`'s next pass within `delay_s` (a dropped file settles then), not later."""
+        job = self.scheduler.get_job(name) if self.scheduler is not None else None
+        if job is None or job.next_run_time is None or self.stop.is_set():
+            return
+        # A little after the file settles, so the pass finds it settled.
+        wanted = datetime.now(UTC) + timedelta(seconds=delay_s + 0.2)
+        if wanted < job.next_run_time:
+            job.modify(next_run_time=wanted)
 
     def _pause(self, name: str, report: PassReport) -> None:
         self.paused.add(name)
@@ -262,8 +291,32 @@ async def sync_once(
         for connector in connectors.values():
             if stop.is_set():
                 break
-            reports.append(await pipeline.run_pass(connector))
+            report = await pipeline.run_pass(connector)
+            reports.append(await _after_settling(pipeline, connector, report, stop))
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
     return reports
+
+
+async def _after_settling(
+    pipeline: Pipeline, connector: Connector, report: PassReport, stop: threading.Event
+) -> PassReport:
+    """Return the pass's report once files that were still being copied were taken as well.
+
+    `sync` is one pass, but a file dropped a moment before would otherwise wait for the next
+    sync although the log said "taking it in N s": wait for it to settle (a few rounds at most,
+    for a file that keeps changing) and pass again, counting both passes as one.
+    """
+    for _ in range(SETTLE_ROUNDS):
+        if report.wake_in_s is None or stop.is_set():
+            return report
+        deadline = asyncio.get_running_loop().time() + report.wake_in_s + 0.2
+        while not stop.is_set() and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(left, 0.25))  # a wall-clock wait; SIGTERM ends it early
+        if stop.is_set():
+            return report
+        later = await pipeline.run_pass(connector)
+        pairs = zip(astuple(report.counts), astuple(later.counts), strict=True)
+        report = replace(later, counts=RunCounts(*(a + b for a, b in pairs)))
+    return report

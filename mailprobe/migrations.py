@@ -205,6 +205,20 @@ def m006_doctor_reports(db: Database) -> None:
     )
 
 
+@migrations()
+def m007_csv_file_retries(db: Database) -> None:
+    """A verified file's rows still waiting for a retry, so its output is rewritten when due."""
+    _run(
+        db,
+        """
+        ALTER TABLE csv_files ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;  -- rows to retry
+        ALTER TABLE csv_files ADD COLUMN retry_at TEXT;  -- when the first is due; NULL = none
+        ALTER TABLE csv_files ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;  -- rewrites
+        CREATE INDEX csv_files_by_retry ON csv_files (connector, retry_at);
+        """,
+    )
+
+
 #: Names of every migration this version knows, in order (a test holds it to the set above).
 KNOWN: tuple[str, ...] = (
     "m001_core",
@@ -213,6 +227,7 @@ KNOWN: tuple[str, ...] = (
     "m004_dashboard_figures",
     "m005_csv_file_fingerprint",
     "m006_doctor_reports",
+    "m007_csv_file_retries",
 )
 
 

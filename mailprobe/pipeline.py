@@ -16,6 +16,10 @@ CSV drop folders: each ready file is registered, its distinct addresses queued (
 batches: bounded memory at a million rows), verified, then the output written from the stored
 results in one atomic file, then the input archived. Each stage is recorded, so a restart after
 a kill resumes: every row is in the output exactly once and no saved result is verified again.
+Rows whose answer is an unknown awaiting a retry are counted per file with the earliest retry
+time, in the transaction that records the output; when due, a retry (every pass of the folder,
+and the daemon's retry job) verifies them and rewrites the output in place from itself, again
+atomically, so a kill at any point leaves the previous output whole and the retry to redo.
 
 Unknown answers never block a pass: they are saved with their retry time (freshness.py), and a
 later pass or the retry job queues them again. A stop request (SIGTERM) is honoured between
@@ -27,12 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +48,7 @@ from engine.errors import MailprobeError
 from engine.result import VerificationResult, format_time, parse_time
 from engine.untrusted import clean_text
 
+from .csvoutput import MissingResult, OutputReport, Stopped, due_retries, write_output
 from .errors import StoreError
 from .locks import ConnectorBusy, pass_lock
 from .logs import mask_secrets
@@ -117,6 +122,8 @@ class PassReport:
     outcome: RunOutcome
     counts: RunCounts
     error: str | None = None
+    #: A drop folder's file still changing: a pass in this many seconds will take it.
+    wake_in_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -131,17 +138,12 @@ class _Tally:
     verified: int = 0
     written: int = 0
     failed: int = 0
+    wake_in_s: float | None = None
 
     def counts(self) -> RunCounts:
         return RunCounts(self.pulled, self.queued, self.verified, self.written, self.failed)
 
 
-class _Stopped(Exception):
-    """A stop was requested while a worker thread was mid-file."""
-
-
-class _MissingResult(Exception):
-    """A row's address has no stored result when the output is written."""
 
 
 def changed_fields(contact: ContactToWrite) -> tuple[dict[str, FieldValue], dict[str, str]]:
@@ -198,6 +200,7 @@ class Pipeline:
         self.stop = stop or threading.Event()
         self.clock = clock
         self._prepared: set[str] = set()
+        self._seen_files: dict[str, set[str]] = {}  # per drop folder: files announced as seen
 
     @property
     def stopping(self) -> bool:
@@ -242,7 +245,7 @@ class Pipeline:
             outcome, error = _failure(exc, connector.name)
         # An error text may quote a library that quoted a credential: masked before it is kept.
         error = mask_secrets(error) if error else error
-        report = PassReport(connector.name, outcome, tally.counts(), error)
+        report = PassReport(connector.name, outcome, tally.counts(), error, tally.wake_in_s)
         self.store.finish_run(
             run_id, outcome=outcome, counts=report.counts, error=error, now=self.clock()
         )
@@ -251,7 +254,10 @@ class Pipeline:
 
     async def _run(self, connector: Connector, tally: _Tally, *, retry_only: bool) -> None:
         if isinstance(connector, CsvDrop):
-            await self._csv_pass(connector, tally)
+            if not retry_only:
+                await self._csv_pass(connector, tally)
+            if not self.stopping:
+                await self._csv_retries(connector, tally)
         elif retry_only:
             await self._retry(connector, tally)
         else:
@@ -398,10 +404,26 @@ class Pipeline:
 
     async def _csv_pass(self, drop: CsvDrop, tally: _Tally) -> None:
         drop.folder.ensure_layout()
+        self._announce_settling(drop, tally)
         for path in drop.folder.ready_files():
             if self.stopping:
                 return
+            self._seen_files.get(drop.name, set()).discard(path.name)
             await self._csv_file(drop, path, tally)
+
+    def _announce_settling(self, drop: CsvDrop, tally: _Tally) -> None:
+        """Log each file still being copied once, and when the pass that takes it comes."""
+        seen = self._seen_files.setdefault(drop.name, set())
+        for path, left_s in drop.folder.settling_files():
+            tally.wake_in_s = left_s if tally.wake_in_s is None else min(tally.wake_in_s, left_s)
+            if path.name not in seen:
+                seen.add(path.name)
+                log.info(
+                    "seen %s, taking it in %d s",
+                    path.name,
+                    math.ceil(left_s),
+                    extra={"connector": drop.name, "file": path.name},
+                )
 
     async def _csv_file(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
         """Work one dropped file; whatever goes wrong with it, the pass goes on to the next.
@@ -419,7 +441,6 @@ class Pipeline:
             )
         except Exception:
             log.exception("file failed", extra={"connector": drop.name, "file": path.name})
-            tally.failed += 1
             with suppress(OSError):
                 self._fail_file(
                     drop,
@@ -427,6 +448,7 @@ class Pipeline:
                     None,
                     "internal error while verifying this file "
                     "(the service log has the details); drop it again to retry",
+                    tally,
                 )
 
     async def _csv_file_steps(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
@@ -445,7 +467,7 @@ class Pipeline:
                 table = folder.open(path)
                 done = await self._verify_file(drop, table, record, tally)
             except CsvFileError as exc:
-                self._fail_file(drop, path, record, str(exc))
+                self._fail_file(drop, path, record, str(exc), tally)
                 return
             if not done:
                 return
@@ -459,7 +481,6 @@ class Pipeline:
         """Queue, verify and write one file; return True once its output is complete."""
         name = drop.name
         if record.state is CsvFileState.TAKEN:
-            log.info("file taken", extra={"connector": name, "file": table.path.name})
             counted = await asyncio.to_thread(self._queue_file, name, table)
             if counted is None:
                 return False
@@ -469,28 +490,39 @@ class Pipeline:
             )
             tally.pulled += rows
             tally.queued += queued
+        else:
+            rows, queued = record.rows, record.queued
+        _log_verifying(name, table.path.name, rows=rows, queued=queued)
         tally.verified += await self.verify_queue(name)
         if self.stopping:
             return False
         out = drop.folder.output_path(table.path)
-        written = await asyncio.to_thread(self._write_file, table, out)
-        if written is None:
+        report = await asyncio.to_thread(self._write_output, drop, table, out)
+        if report is None:
             # Some address lacks a result: queue the file's addresses again on the next pass.
             self.store.set_csv_file(record.id, CsvFileState.TAKEN, now=self.clock())
             return False
-        self.store.set_csv_file(
-            record.id, CsvFileState.WRITTEN, rows=written, output=str(out), now=self.clock()
+        self.store.csv_file_written(
+            record.id,
+            rows=report.rows,
+            output=str(out),
+            pending=report.pending,
+            retry_at=report.retry_at,
+            now=self.clock(),
         )
-        tally.written += written
-        log.info(
-            "file written",
-            extra={"connector": name, "file": table.path.name, "output": str(out), "rows": written},
-        )
+        tally.written += report.rows
+        _log_written(name, table.path.name, out, report)
         return True
 
     def _fail_file(
-        self, drop: CsvDrop, path: Path, record: CsvFileRecord | None, reason: str
+        self,
+        drop: CsvDrop,
+        path: Path,
+        record: CsvFileRecord | None,
+        reason: str,
+        tally: _Tally,
     ) -> None:
+        tally.failed += 1  # the pass summary counts failed files; `mailprobe status` names them
         moved = drop.folder.fail(path, reason)
         if record is not None:
             self.store.set_csv_file(record.id, CsvFileState.FAILED, error=reason, now=self.clock())
@@ -511,6 +543,8 @@ class Pipeline:
         with self._thread_store() as store:
             for _, email in table.rows():
                 rows += 1
+                if not email:
+                    continue  # an empty cell says "No address" in the output; nothing to verify
                 batch[email] = None
                 if len(batch) >= FILE_BATCH:
                     if self.stopping:
@@ -520,31 +554,84 @@ class Pipeline:
             queued += store.queue_emails(name, batch, now=self.clock())
         return rows, queued
 
-    def _write_file(self, table: CsvTable, out: Path) -> int | None:
-        """Write a file's output from stored results (worker thread); return rows, or None."""
+    def _write_output(self, drop: CsvDrop, table: CsvTable, out: Path) -> OutputReport | None:
+        """Write a file's output from stored results (worker thread); None if it must wait."""
         with self._thread_store() as store:
-
-            @lru_cache(maxsize=1024)  # repeated addresses in a file cost one lookup
-            def fields_of(email: str) -> Mapping[str, FieldValue]:
-                cached = store.cached(email)
-                if cached is None:
-                    raise _MissingResult(email)
-                return field_values(cached.result, next_check=cached.expires_at.date())
-
-            def fields_for_row(_row: int, email: str) -> Mapping[str, FieldValue]:
-                if self.stopping:
-                    raise _Stopped
-                return fields_of(email)
-
             try:
-                return table.write_verified(out, fields_for_row)
-            except _Stopped:
+                return write_output(
+                    store, table, out, columns=drop.folder.column_names, stop=self.stop
+                )
+            except Stopped:
                 return None
-            except _MissingResult as exc:
+            except MissingResult as exc:
                 log.error(
                     "no stored result for an address of the file; it is queued again",
                     extra={"file": table.path.name, "email": str(exc)},
                 )
+                return None
+
+    # -- drop-folder retries: unknown rows verified again, the output rewritten -----------------
+
+    async def _csv_retries(self, drop: CsvDrop, tally: _Tally) -> None:
+        """Retry the due unknown rows of verified files and rewrite their outputs."""
+        for record in self.store.csv_files_due(drop.name, now=self.clock()):
+            if self.stopping:
+                return
+            await self._rewrite_file(drop, record, tally)
+
+    async def _rewrite_file(self, drop: CsvDrop, record: CsvFileRecord, tally: _Tally) -> None:
+        """Verify a file's due retries, then rewrite its output in place with the answers.
+
+        Read back from the output itself, so hand edits to it are kept and the input need not
+        be found in archive/. Each step can be repeated: a kill before the record is updated
+        only makes the next retry pass do it again, and the atomic write keeps the old output
+        until the new one is complete.
+        """
+        name, out = drop.name, Path(record.output or "")
+        try:
+            table = drop.folder.open(out)
+        except CsvFileError as exc:
+            self.store.reschedule_csv_file(record.id, pending=0, retry_at=None, rewritten=False)
+            log.warning(
+                "%s: its output %s cannot be updated (%s); its %d unknown rows stay as they are",
+                record.name,
+                out,
+                exc,
+                record.pending,
+                extra={"connector": name, "file": record.name},
+            )
+            return
+        now = self.clock()
+        due = await asyncio.to_thread(self._due_retries, table, now)
+        tally.queued += self.store.queue_emails(name, due, now=now)
+        tally.verified += await self.verify_queue(name)
+        if self.stopping:
+            return
+        report = await asyncio.to_thread(self._rewrite_output, drop, table, out)
+        if report is None:
+            return
+        revision = self.store.reschedule_csv_file(
+            record.id, pending=report.pending, retry_at=report.retry_at, rewritten=True
+        )
+        tally.written += report.rows
+        _log_rewritten(name, record, out, report, revision=revision, retried=len(due))
+
+    def _due_retries(self, table: CsvTable, now: datetime) -> list[str]:
+        with self._thread_store() as store:
+            return due_retries(store, table, now=now)
+
+    def _rewrite_output(self, drop: CsvDrop, table: CsvTable, out: Path) -> OutputReport | None:
+        with self._thread_store() as store:
+            try:
+                return write_output(
+                    store,
+                    table,
+                    out,
+                    columns=drop.folder.column_names,
+                    stop=self.stop,
+                    rewriting=True,
+                )
+            except Stopped:
                 return None
 
     def _thread_store(self) -> Store:
@@ -566,6 +653,73 @@ def _valid_text(contact: Contact) -> Contact:
         contact,
         email=clean_text(email, limit=len(email) or 1) if email else contact.email,
         external_id=clean_text(external_id, limit=len(external_id) or 1),
+    )
+
+
+def _log_verifying(connector: str, file: str, *, rows: int, queued: int) -> None:
+    log.info(
+        "verifying %s: %s addresses (%s to check, the rest known)",
+        file,
+        f"{rows:,}",
+        f"{queued:,}",
+        extra={"connector": connector, "file": file, "rows": rows, "queued": queued},
+    )
+
+
+def _retry_note(report: OutputReport) -> str:
+    """Return what the log adds about rows waiting for a retry ("" when none)."""
+    if not report.pending or report.retry_at is None:
+        return ""
+    when = format_time(report.retry_at)
+    return (
+        f"; {report.pending:,} unknown rows are verified again from {when} and the output"
+        " rewritten with their answers"
+    )
+
+
+def _log_written(connector: str, file: str, out: Path, report: OutputReport) -> None:
+    log.info(
+        "verified %s: %s; output: %s%s",
+        file,
+        report.described(),
+        out.resolve(),
+        _retry_note(report),
+        extra={
+            "connector": connector,
+            "file": file,
+            "output": str(out),
+            "rows": report.rows,
+            "pending": report.pending,
+        },
+    )
+
+
+def _log_rewritten(
+    connector: str,
+    record: CsvFileRecord,
+    out: Path,
+    report: OutputReport,
+    *,
+    revision: int,
+    retried: int,
+) -> None:
+    resolved = max(0, record.pending - report.pending)
+    log.info(
+        "%s: retried %s unknown addresses, %s rows resolved; rewrote %s (revision %d): %s%s",
+        record.name,
+        f"{retried:,}",
+        f"{resolved:,}",
+        out.resolve(),
+        revision,
+        report.described(),
+        _retry_note(report) or "; no rows left to retry",
+        extra={
+            "connector": connector,
+            "file": record.name,
+            "output": str(out),
+            "revision": revision,
+            "pending": report.pending,
+        },
     )
 
 

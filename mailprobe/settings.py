@@ -136,6 +136,11 @@ class CsvConnectorSettings(_ConnectorBase):
     folder: Path = Path("mailprobe-drop")
     settle_s: float = Field(5.0, ge=0, description="A file must be unchanged this long.")
     email_column: str | None = Field(None, description="Header of the email column; auto.")
+    columns: Literal["full", "basic"] = Field(
+        "full",
+        description="Output columns: full (summary, labels and every field code) or basic "
+        "(summary, status, recommendation, suggested fix).",
+    )
 
 
 class HubSpotConnectorSettings(_ConnectorBase):

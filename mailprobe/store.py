@@ -55,6 +55,8 @@ def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
 
 
+#: Failed drop files named by `mailprobe status`, newest first.
+_FAILED_SHOWN = 10
 #: Domains whose last written facts are remembered, so unchanged facts are not rewritten.
 _DOMAIN_MEMORY = 10_000
 
@@ -140,6 +142,18 @@ class CsvFileRecord:
     state: CsvFileState
     rows: int
     queued: int
+    output: str | None = None
+    pending: int = 0  # rows whose answer waits for a retry
+    revision: int = 0  # times the output was rewritten with newer answers
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCsvFile:
+    """A dropped file that could not be verified (and was not dropped again since)."""
+
+    name: str
+    error: str | None
+    failed_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +182,7 @@ class ConnectorStatus:
     verified: int  # addresses verified by its passes, all time
     written: int  # records or rows written by its passes, all time
     errors: int  # failed passes and failed writes, all time
+    failed_files: tuple[FailedCsvFile, ...] = ()  # newest first, at most _FAILED_SHOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,7 +786,7 @@ class Store:
                 (connector, name, CsvFileState.DONE, CsvFileState.FAILED),
             ).fetchone()
             if row is not None and row[3] == size and row[7] in ("", fingerprint):
-                return _file_from(row)
+                return _file_from(row[:7])
             if row is not None:  # replaced by a different file of the same name: start over
                 conn.execute(
                     "UPDATE csv_files SET state = ?, error = ?, finished_at = ? WHERE id = ?",
@@ -805,6 +820,80 @@ class Store:
                 " WHERE id = ?",
                 (state, rows, queued, output, error and mask_secrets(error), finished, file_id),
             )
+
+    def csv_file_written(
+        self,
+        file_id: int,
+        *,
+        rows: int,
+        output: str,
+        pending: int,
+        retry_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Record a file's complete output and when its unknown rows are due for a retry.
+
+        One transaction with the WRITTEN state, so a kill never leaves an output whose
+        retries are forgotten. An older file's retries for the same output are dropped: the
+        output is now this file's.
+        """
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE csv_files SET pending = 0, retry_at = NULL"
+                " WHERE output = ? AND id != ? AND retry_at IS NOT NULL",
+                (output, file_id),
+            )
+            conn.execute(
+                "UPDATE csv_files SET state = ?, rows = ?, output = ?, pending = ?, retry_at = ?"
+                " WHERE id = ?",
+                (CsvFileState.WRITTEN, rows, output, pending, _ts_or_none(retry_at), file_id),
+            )
+
+    def csv_files_due(
+        self, connector: str, *, now: datetime, limit: int = 100
+    ) -> list[CsvFileRecord]:
+        """Return written files whose unknown rows are due for a retry, the longest due first."""
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT id, connector, name, size, state, rows, queued, output, pending, revision"
+                " FROM csv_files WHERE connector = ? AND state IN (?, ?) AND retry_at <= ?"
+                " ORDER BY retry_at, id LIMIT ?",
+                (connector, CsvFileState.WRITTEN, CsvFileState.DONE, _ts(now), limit),
+            ).fetchall()
+        return [_file_from(row) for row in rows]
+
+    def reschedule_csv_file(
+        self, file_id: int, *, pending: int, retry_at: datetime | None, rewritten: bool
+    ) -> int:
+        """Record a file's rows still to retry (none: retry_at None); return its revision."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE csv_files SET pending = ?, retry_at = ?, revision = revision + ?"
+                " WHERE id = ?",
+                (pending, _ts_or_none(retry_at), int(rewritten), file_id),
+            )
+            return conn.execute(
+                "SELECT revision FROM csv_files WHERE id = ?", (file_id,)
+            ).fetchone()[0]
+
+    def failed_csv_files(
+        self, connector: str, *, limit: int = _FAILED_SHOWN
+    ) -> list[FailedCsvFile]:
+        """Return files that failed and were not dropped again since, newest first."""
+        with self._guard():
+            return self._failed_files(self.db.conn, connector, limit)
+
+    def _failed_files(
+        self, conn: sqlite3.Connection, connector: str, limit: int
+    ) -> list[FailedCsvFile]:
+        rows = conn.execute(
+            "SELECT f.name, f.error, f.finished_at FROM csv_files f"
+            " WHERE f.connector = ? AND f.state = ? AND NOT EXISTS (SELECT 1 FROM csv_files g"
+            " WHERE g.connector = f.connector AND g.name = f.name AND g.id > f.id)"
+            " ORDER BY f.id DESC LIMIT ?",
+            (connector, CsvFileState.FAILED, limit),
+        ).fetchall()
+        return [FailedCsvFile(row[0], row[1], _dt(row[2]) if row[2] else None) for row in rows]
 
     # -- the run log --------------------------------------------------------------------------
 
@@ -900,6 +989,7 @@ class Store:
             verified=totals[0],
             written=totals[1],
             errors=totals[2],
+            failed_files=tuple(self._failed_files(conn, name, _FAILED_SHOWN)),
         )
 
     # -- figures for the dashboard (read-only; each stays quick on a million results) --------
@@ -1017,7 +1107,7 @@ def _cached_from(row: Sequence[Any]) -> Cached:
 
 
 def _file_from(row: Sequence[Any]) -> CsvFileRecord:
-    return CsvFileRecord(row[0], row[1], row[2], row[3], CsvFileState(row[4]), row[5], row[6])
+    return CsvFileRecord(row[0], row[1], row[2], row[3], CsvFileState(row[4]), *row[5:])
 
 
 def _pass_from(row: Sequence[Any]) -> PassRecord:
@@ -1045,3 +1135,7 @@ def _top_domains(
             found[domain] = (reasons, (checked_at, normalized))
     ranked = sorted(found.items(), key=lambda item: (-sum(item[1][0].values()), item[0]))
     return [(domain, reasons, last) for domain, (reasons, last) in ranked[:limit]]
+
+
+def _ts_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else _ts(moment)

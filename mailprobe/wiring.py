@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time
 
 from pydantic import SecretStr
 
+from connectors.csvcolumns import Columns
 from connectors.csvdrop import DropFolder
 
 from .errors import ConfigError
@@ -46,7 +47,10 @@ def build_connector(name: str, settings: ConnectorSettings, *, now: datetime) ->
     """Return the connector one settings entry describes."""
     if isinstance(settings, CsvConnectorSettings):
         folder = DropFolder(
-            settings.folder, settle_s=settings.settle_s, email_column=settings.email_column
+            settings.folder,
+            settle_s=settings.settle_s,
+            email_column=settings.email_column,
+            columns=Columns(settings.columns),
         )
         return CsvDrop(name, folder)
     if isinstance(settings, HubSpotConnectorSettings):

@@ -223,18 +223,13 @@ async def test_csv_pass_writes_every_row_in_order_with_its_fields(
     assert report.outcome is RunOutcome.OK
     out = read_output(tmp_path, "people.verified.csv")
     assert [r["name"] for r in out] == ["Ann", "Bob", "Ann again", "Nobody", "Broken"]
-    assert [r["mailprobe_status"] for r in out] == [
-        "valid",
-        "invalid",
-        "valid",
-        "invalid",
-        "invalid",
-    ]
+    assert [r["mailprobe_status"] for r in out] == ["valid", "invalid", "valid", "", "invalid"]
+    assert out[3]["mailprobe_summary"] == "No address"  # an empty cell is not invalid_syntax
     assert out[0]["mailprobe_next_check"] == "2026-12-27"
-    assert sorted(verifier.seen) == sorted(["ann@x.test", "bad@x.test", "", "not-an-address"])
+    assert sorted(verifier.seen) == sorted(["ann@x.test", "bad@x.test", "not-an-address"])
     assert (tmp_path / "drop" / "archive" / "people.csv").exists()
     assert not (tmp_path / "drop" / "inbox" / "people.csv").exists()
-    assert (report.counts.pulled, report.counts.verified, report.counts.written) == (5, 4, 5)
+    assert (report.counts.pulled, report.counts.verified, report.counts.written) == (5, 3, 5)
 
 
 async def test_csv_file_without_email_column_moves_to_failed_with_the_reason(

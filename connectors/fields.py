@@ -1,4 +1,4 @@
-"""The CRM fields mailprobe writes (design.md, "CRM fields"), named once, for every connector.
+"""The CRM fields mailprobe writes, named once, for every connector (see docs/architecture.md).
 
 Internal names cannot be renamed once created in a CRM, so they are fixed here. Values are
 plain Python (str, int, bool, date, datetime, None); each connector turns them into its API's

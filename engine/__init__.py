@@ -2,8 +2,8 @@
 
 `Verifier(settings)` is the entry point; `await verifier.verify(email)` and
 `async for result in verifier.verify_many(emails)` return `VerificationResult`s whose
-`to_json()` is the result JSON of design.md; `await verifier.route(domain)` is the domain's
-mail route from the verifier's own DNS cache.
+`to_json()` is the result JSON the README documents; `await verifier.route(domain)` is the
+domain's mail route from the verifier's own DNS cache.
 """
 
 from .errors import (

@@ -1,6 +1,6 @@
 """The engine's answers: frozen values and the only builder of the contract JSON.
 
-Everything here is a frozen, slotted dataclass or a StrEnum of design.md's strings: cheap by the
+Everything here is a frozen, slotted dataclass or a StrEnum of the documented strings: cheap by the
 million, hashable, safe to cache and share between tasks. No I/O here.
 """
 
@@ -23,7 +23,7 @@ class Status(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why the status is what it is (design.md, "Statuses, reasons, actions")."""
+    """Why the status is what it is (README, "Statuses, reasons and actions")."""
 
     ACCEPTED = "accepted"
     # invalid
@@ -145,7 +145,7 @@ class Verdict:
 
     @classmethod
     def of(cls, reason: Reason, retry_after_s: float | None = None) -> Verdict:
-        """Return the verdict for a reason, with the status design.md gives it."""
+        """Return the verdict for a reason, with the status the README gives it."""
         return cls(STATUS_OF_REASON[reason], reason, retry_after_s)
 
 
@@ -220,7 +220,7 @@ def parse_time(text: str) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class VerificationResult:
-    """The engine's whole answer for one address; to_json() is the contract of design.md."""
+    """The engine's whole answer for one address; to_json() is the documented contract."""
 
     email: str
     normalized: str
@@ -237,7 +237,7 @@ class VerificationResult:
     retry_after_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Return the result JSON of design.md (field order as documented)."""
+        """Return the result JSON (the README's "The result"; field order as documented)."""
         return {
             "email": self.email,
             "normalized": self.normalized,

@@ -1,7 +1,7 @@
 """The score rubric and the recommended action, and nowhere else.
 
 Scores live in non-overlapping bands per status, so a filter on the score never contradicts the
-status (design.md): valid 90-99, catch_all 40-75, unknown 20-39, risky 6-19, invalid 0-5.
+status (README, "The score"): valid 90-99, catch_all 40-75, unknown 20-39, risky 6-19, invalid 0-5.
 Within a band the score says how safe sending is; the README documents this table.
 """
 

@@ -1,4 +1,4 @@
-"""How long a result is reused, and which answer is kept when a new one arrives (design.md).
+"""How long a result is reused, and which answer is kept when a new one arrives.
 
 Pure decisions on values: the store calls `Freshness.decide()` inside the transaction that saves
 a result. No I/O and no SQL here.

@@ -1,4 +1,4 @@
-"""One pass of one connector: pull → store and queue → verify → write back (design.md, "Pipeline").
+"""One pass of one connector: pull → store and queue → verify → write back (docs/architecture.md).
 
 CRM connectors (a Source and Sink, e.g. HubSpot, SendGrid):
 

@@ -46,7 +46,7 @@ MX_IP = "127.0.0.2"
 DOMAIN = "acme.test"
 JOHN = f"john@{DOMAIN}"
 KEY1, KEY2 = "k1-secret-for-tests-7f3a", "k2-secret-for-tests-9c1d"
-#: The result JSON of design.md, plus the two fields the API adds.
+#: The documented result JSON, plus the two fields the API adds.
 CONTRACT_KEYS = {
     "email", "normalized", "status", "reason", "action", "score", "checks", "suggestion",
     "verified_at", "response_time_ms", "cached", "partial",

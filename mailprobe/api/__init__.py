@@ -5,7 +5,7 @@ use. The API owns the HTTP edge; it decides nothing about addresses (the engine 
 freshness.py says how long an answer is reused), holds no SQL (the store's verbs only), and
 never logs API keys, Authorization headers, query strings or addresses.
 
-    GET  /v1/verify?email=…&timeout_ms=…   one result: design.md's JSON plus `cached`, `partial`
+    GET  /v1/verify?email=…&timeout_ms=…   one result: the result JSON plus `cached`, `partial`
     POST /v1/verify         {"email": …, "timeout_ms": …}
     POST /v1/verify/batch   {"emails": [… at most 100], "timeout_ms": …}   a list, input order
     GET  /healthz  /readyz  /metrics  /openapi.json  /docs

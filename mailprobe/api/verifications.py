@@ -51,7 +51,7 @@ class Answer:
     source: Source
 
     def to_json(self) -> dict[str, Any]:
-        """Return design.md's result JSON with `cached` and `partial` added."""
+        """Return the result JSON with `cached` and `partial` added."""
         return {
             **self.result.to_json(),
             "cached": self.source is Source.CACHE,

@@ -447,9 +447,16 @@ async def greet(
 
     The pre-flight's port-25 test: the same dial (source address, proxy) as a real session.
     """
-    connection, banner = await _Connection.open(
-        mx_host, ip, smtp=smtp, source_address=source_address
-    )
+    gate = _Gate(asyncio.Semaphore())
+    async with gate:
+        connection, banner = await _Connection.open(
+            mx_host,
+            ip,
+            smtp=smtp,
+            source_address=source_address,
+            deadline=asyncio.get_running_loop().time() + smtp.session_timeout_s,
+            gate=gate,
+        )
     transport = connection._protocol.transport
     local = transport.get_extra_info("sockname") if transport is not None else None
     await connection.quit()

@@ -195,8 +195,9 @@ class Run:
                     self._finish(job, plan.answer, plan.route)
                 return
             # A domain's equal-preference MX hosts share its sessions (RFC 5321 §5.1).
-            queue.most = self._step.sessions_for(plan)
-            self._staff(queue)
+            if (most := self._step.sessions_for(plan)) != queue.most:
+                queue.most = most
+                self._staff(queue)
             await self._linger(queue, plan)
             probe = f"{made_up_local_part(self._verifier._rng)}@{plan.domain}"
             answers = await self._step.converse(plan, taken, probe=probe, queue=queue.jobs)

@@ -107,8 +107,9 @@ async def test_recipient_rate_limit_is_learned_and_waited_out(net: Net) -> None:
         expected = ("valid", "accepted") if n % 2 == 0 else ("invalid", "mailbox_not_found")
         assert outcome(found[email]) == expected, email
     assert anvil.violations <= 2  # learned from the first "too many", then kept under it
-    # The paced host's waits hold no other domain back.
-    assert results[0].email == "jane@other.test"
+    # The paced host's waits hold no other domain back: jane comes before any address that
+    # had to wait for the window (the first window answers the probe and 4 addresses).
+    assert [r.email for r in results].index("jane@other.test") <= 4
     assert_no_message_sent([anvil, other])
 
 

@@ -37,7 +37,10 @@ Start = Callable[..., Awaitable[ScriptedSmtp]]
 def settings_for(port: int, **smtp: Any) -> EngineSettings:
     """Return engine settings aimed at `port` with tiny timeouts."""
     knobs: dict[str, Any] = {
-        "connect_timeout_s": 0.5, "greeting_timeout_s": 0.5, "command_timeout_s": 0.5, **smtp
+        "connect_timeout_s": 0.5,
+        "greeting_timeout_s": 0.5,
+        "command_timeout_s": 0.5,
+        **smtp,
     }
     return EngineSettings(
         helo_hostname="probe.example.test",

@@ -2,10 +2,10 @@
 
 Input is read lazily and results are written as they arrive, so a 100,000-line file needs no
 more memory than the work in flight: the engine reads a few thousand addresses ahead, and CSV
-output, which keeps input order, holds rows that finished before an earlier one in a bounded
-buffer of formatted text (reading pauses while it is full). JSONL is in completion order, each
-line carrying its address. No SMTP here: the engine does it. The progress bar is drawn by rich
-on stderr; stdout carries only results.
+and JSON output, which keep input order, hold rows that finished before an earlier one in a
+bounded buffer of formatted text (reading pauses while it is full). JSONL is in completion
+order, each line carrying its address. No SMTP here: the engine does it. The progress bar is
+drawn by rich on stderr; stdout carries only results.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter, defaultdict, deque
@@ -35,11 +36,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from connectors.csvdrop import email_column_index, format_value
+from connectors.csvdrop import CsvFileError, email_column_index, find_email_column, format_value
 from connectors.fields import FIELD_NAMES, field_values
 from engine import Status, VerificationResult, Verifier
 
 from .errors import InputError
+from .logs import through_console
 
 Format = Literal["json", "jsonl", "csv"]
 
@@ -84,8 +86,11 @@ def _csv_rows(rows: Iterator[list[str]]) -> Iterator[list[str]]:
     return (row for row in rows if any(cell.strip() for cell in row))
 
 
-def read_input(stream: IO[str]) -> InputTable:
-    """Return the addresses of a plain list (one per line) or of a CSV with an email column."""
+def read_input(stream: IO[str], *, email_column: str | None = None) -> InputTable:
+    """Return the addresses of a plain list (one per line) or of a CSV with an email column.
+
+    The column is found by its header as in the drop folder, or named by `email_column`.
+    """
     first_line = ""
     for line in stream:
         if line.strip():
@@ -95,16 +100,26 @@ def read_input(stream: IO[str]) -> InputTable:
         return InputTable(["email"], 0, iter(()), total=0)
     dialect_delimiter = max(",;\t|", key=first_line.count)
     header = next(csv.reader([first_line], delimiter=dialect_delimiter))
-    index = email_column_index(tuple(header)) if "@" not in first_line else None
-    if index is None:
-        if "@" not in first_line and first_line.count(dialect_delimiter):
-            raise InputError("input looks like CSV but has no email column (name it 'email')")
+    looks_like_header = "@" not in first_line and (
+        first_line.count(dialect_delimiter) > 0 or email_column_index(tuple(header)) is not None
+    )
+    if email_column is None and not looks_like_header:
+        return InputTable(["email"], 0, _plain(itertools.chain([first_line], stream)))
+    try:
+        found, index = find_email_column("input", header, email_column)
+    except CsvFileError as exc:
+        # The drop folder's message, with the command line's way to name the column.
+        text = re.sub(r"(set|fix) email_column", "give --email-column NAME", str(exc))
+        raise InputError(f"input: {text}") from None
+    if not found:  # one address alone on the first line: a plain list after all
         return InputTable(["email"], 0, _plain(itertools.chain([first_line], stream)))
     rows = csv.reader(stream, delimiter=dialect_delimiter)
-    return InputTable(header, index, _csv_rows(rows))
+    return InputTable(list(found), index, _csv_rows(rows))
 
 
-def open_input(path: str | None, addresses: tuple[str, ...]) -> tuple[InputTable, IO[str] | None]:
+def open_input(
+    path: str | None, addresses: tuple[str, ...], *, email_column: str | None = None
+) -> tuple[InputTable, IO[str] | None]:
     """Return the input table for `--file PATH` (`-` is stdin) or the addresses given.
 
     For a regular file the rows are counted first (one quick pass), so progress can show an
@@ -114,12 +129,16 @@ def open_input(path: str | None, addresses: tuple[str, ...]) -> tuple[InputTable
         rows = iter([[a] for a in addresses])
         return InputTable(["email"], 0, rows, total=len(addresses)), None
     if path == "-":
-        return read_input(sys.stdin), None
+        return read_input(sys.stdin, email_column=email_column), None
     stream = _open(path)
-    table = read_input(stream)
+    try:
+        table = read_input(stream, email_column=email_column)
+    except InputError:
+        stream.close()
+        raise
     if table.total is None and os.path.isfile(path):
         with _open(path) as again:
-            table.total = sum(1 for _ in read_input(again).rows)
+            table.total = sum(1 for _ in read_input(again, email_column=email_column).rows)
     return table, stream
 
 
@@ -147,7 +166,7 @@ class Tally:
 
 
 class _Writer:
-    """Writes results in the chosen format; CSV keeps input order."""
+    """Writes results in the chosen format; CSV and JSON keep input order, JSONL is as they come."""
 
     def __init__(self, out: IO[str], fmt: Format, header: list[str], *, single: bool) -> None:
         self._out = out
@@ -177,31 +196,35 @@ class _Writer:
         return self._line.getvalue()
 
     def write(self, index: int, row: list[str], result: VerificationResult) -> None:
-        """Write one result (CSV: as soon as every earlier row is written)."""
-        if self._fmt == "csv":
-            values = field_values(result, next_check=None)
-            self._pending[index] = self._csv_line(
-                [*row, *(format_value(values[name]) for name in FIELD_NAMES)]
-            )
-            while self._next in self._pending:
-                self._out.write(self._pending.pop(self._next))
-                self._next += 1
-        elif self._fmt == "jsonl":
+        """Write one result (CSV and JSON: as soon as every earlier row is written)."""
+        if self._fmt == "jsonl":
             self._out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
         else:
-            text = json.dumps(result.to_json(), ensure_ascii=False, indent=2)
-            separator = "" if self._single else ("\n" if self._count == 0 else ",\n")
-            self._out.write(separator + text)
-        self._count += 1
+            if self._fmt == "csv":
+                values = field_values(result, next_check=None)
+                text = self._csv_line([*row, *(format_value(values[name]) for name in FIELD_NAMES)])
+            else:
+                text = json.dumps(result.to_json(), ensure_ascii=False, indent=2)
+            self._pending[index] = text
+            while self._next in self._pending:
+                self._emit(self._pending.pop(self._next))
+                self._next += 1
         now = time.monotonic()
         if now - self._flushed >= _FLUSH_EVERY_S:
             self._out.flush()
             self._flushed = now
 
+    def _emit(self, text: str) -> None:
+        """Write one formatted result; JSON items of an array get their separators."""
+        if self._fmt == "json" and not self._single:
+            text = ("\n" if self._count == 0 else ",\n") + text
+        self._out.write(text)
+        self._count += 1
+
     def close(self) -> None:
         """Write what finished out of order (after an interrupt) and close the document."""
         for index in sorted(self._pending):
-            self._out.write(self._pending.pop(index))
+            self._emit(self._pending.pop(index))
         if self._fmt == "json":
             self._out.write("\n" if self._single else "\n]\n")
         self._out.flush()
@@ -307,7 +330,8 @@ def run_verify(
     """Run verify_table on a fresh event loop, with a progress bar on stderr when asked."""
     if not progress:
         return asyncio.run(verify_table(verifier, table, out, fmt=fmt, single=single))
-    view = ProgressView(Console(stderr=True), total=table.total)
+    console = Console(stderr=True)
+    view = ProgressView(console, total=table.total)
     last = Tally()
 
     def on_result(result: VerificationResult, tally: Tally) -> None:
@@ -315,7 +339,7 @@ def run_verify(
         last = tally
         view.show(tally)
 
-    with view.progress:
+    with view.progress, through_console(console):
         try:
             return asyncio.run(
                 verify_table(verifier, table, out, fmt=fmt, single=single, on_result=on_result)

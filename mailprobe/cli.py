@@ -16,6 +16,8 @@ import click
 
 from engine.errors import MailprobeError
 
+from .cli_group import MailprobeGroup, setting
+from .config_advice import file_secret_warnings
 from .settings import AppSettings, load_settings
 
 EXIT_USAGE = 2
@@ -37,32 +39,27 @@ def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _settings(ctx: click.Context) -> AppSettings:
     """Return the settings for this invocation, loaded once."""
-    obj = ctx.ensure_object(dict)
+    obj = ctx.find_root().ensure_object(dict)
     if "settings" not in obj:
         obj["settings"] = load_settings(obj.get("config"))
+        for warning in file_secret_warnings(obj.get("config"), obj["settings"]):
+            click.echo(f"mailprobe: {warning}", err=True)
     return obj["settings"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="YAML settings file (default: ./mailprobe.yaml when present, else built-in defaults).",
+@click.group(
+    cls=MailprobeGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Global options (--config, --log-format) go before or after the command. "
+    "`mailprobe COMMAND --help` shows each command's options.",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default=None,
-    help="Log lines as text or JSON (overrides log.format).",
+@click.version_option(
+    package_name="mailprobe", prog_name="mailprobe", message="%(prog)s %(version)s"
 )
 @click.pass_context
-def main(ctx: click.Context, config: Path | None, log_format: str | None) -> None:
+def main(ctx: click.Context) -> None:
     """mailprobe: verify that email addresses can receive mail, without sending any."""
     ctx.ensure_object(dict)
-    ctx.obj["config"] = config
-    ctx.obj["log_format"] = log_format
 
 
 @main.command()
@@ -81,46 +78,122 @@ def main(ctx: click.Context, config: Path | None, log_format: str | None) -> Non
     show_default=True,
     help="json: one object (an array for several); jsonl: one object per line; csv: columns.",
 )
+@click.option(
+    "--email-column",
+    metavar="NAME",
+    default=None,
+    help="Header of the email column of a CSV (default: found by name, as in the drop folder).",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Verify every address now, ignoring answers the store still holds (new ones are saved).",
+)
+@click.option(
+    "--no-store", is_flag=True, help="Neither reuse nor save answers in the store (store.path)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @_user_errors
 def verify(
-    ctx: click.Context, addresses: tuple[str, ...], file: str | None, fmt: str, quiet: bool
+    ctx: click.Context,
+    addresses: tuple[str, ...],
+    file: str | None,
+    fmt: str,
+    email_column: str | None,
+    fresh: bool,
+    no_store: bool,
+    quiet: bool,
 ) -> None:
-    """Verify addresses and print the results (exit 0 whatever their statuses)."""
-    from engine import Verifier
+    """Verify addresses and print one result per address, in input order.
 
-    from .bulk import open_input, run_verify
+    When the store (store.path, shared with `mailprobe run`) exists, its fresh answers are
+    reused without any SMTP and new answers are saved there; --fresh verifies every address
+    again, --no-store leaves the store alone. No store file is created by verify.
+
+    \b
+    Examples:
+      mailprobe verify john@example.com
+      mailprobe verify a@example.com b@example.org --format jsonl
+      mailprobe verify --file leads.csv --format csv > verified.csv
+      mailprobe verify --file leads.csv --email-column "Work Email" --format csv
+      cat list.txt | mailprobe verify --file - --format jsonl
+      mailprobe verify --fresh --config /etc/mailprobe/mailprobe.yaml jane@example.com
+
+    \b
+    Exit codes:
+      0    the run completed, whatever the statuses (invalid addresses are results)
+      2    a usage or configuration error; one line on stderr says what to fix
+      130  interrupted (Ctrl-C); the results printed before it are complete
+    """
     from .errors import InputError
 
     if not addresses and file is None:
         raise InputError("give addresses to verify, or --file PATH ('-' for stdin)")
     if addresses and file is not None:
         raise InputError("give addresses or --file, not both")
+    if email_column is not None and file is None:
+        raise InputError("--email-column names a column of --file; give --file PATH")
     settings = _settings(ctx)
     _service_logging(ctx, settings)
-    stream = None
     # A bar for a list, on a terminal only: piped or redirected stderr stays clean.
     progress = not quiet and sys.stderr.isatty() and (file is not None or len(addresses) > 1)
     try:
-        table, stream = open_input(file, addresses)
-        verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
-        tally = run_verify(
-            verifier,
+        tally = _verify_input(
+            settings,
+            file,
+            addresses,
+            fmt=fmt,
+            email_column=email_column,
+            store_mode="off" if no_store else ("fresh" if fresh else "reuse"),
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        click.echo("mailprobe: interrupted; the results above are complete", err=True)
+        sys.exit(130)
+    if progress:
+        click.echo(tally.summary(), err=True)
+
+
+def _verify_input(
+    settings: AppSettings,
+    file: str | None,
+    addresses: tuple[str, ...],
+    *,
+    fmt: str,
+    email_column: str | None,
+    store_mode: str,
+    progress: bool,
+) -> Any:
+    """Open the input (and the store, when it exists and is wanted), verify, close; the tally."""
+    from contextlib import ExitStack
+
+    from engine import Verifier
+
+    from .bulk import open_input, run_verify
+    from .daemon import open_store
+    from .errors import StoreError
+    from .reuse import StoreBacked
+
+    with ExitStack() as stack:
+        table, stream = open_input(file, addresses, email_column=email_column)
+        if stream is not None:
+            stack.callback(stream.close)
+        engine: Any = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
+        if store_mode != "off" and settings.store.path.exists():
+            try:
+                store = stack.enter_context(open_store(settings))
+            except StoreError as exc:
+                raise StoreError(exc.path, f"{exc.hint} (or verify with --no-store)") from None
+            engine = StoreBacked(engine, store, fresh=store_mode == "fresh")
+        return run_verify(
+            engine,
             table,
             sys.stdout,
             fmt=fmt,  # type: ignore[arg-type]
             single=len(addresses) == 1,
             progress=progress,
         )
-    except KeyboardInterrupt:
-        click.echo("mailprobe: interrupted; the results above are complete", err=True)
-        sys.exit(130)
-    finally:
-        if stream is not None:
-            stream.close()
-    if progress:
-        click.echo(tally.summary(), err=True)
 
 
 # -- the daemon's commands: run, sync, status, init, config ------------------------------------
@@ -133,7 +206,7 @@ def _service_logging(ctx: click.Context, settings: AppSettings) -> None:
     """Set up logging for the service commands, masking every configured secret."""
     from .logs import configure, secret_values
 
-    fmt = ctx.obj.get("log_format") or settings.log.format
+    fmt = setting(ctx, "log_format") or settings.log.format
     configure(level=settings.log.level, fmt=fmt, secrets=secret_values(settings))
 
 
@@ -273,9 +346,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
     import json
 
     from .daemon import open_store
+    from .errors import StoreError
+    from .store import path_problem
 
     settings = _settings(ctx)
     path = settings.store.path
+    problem = path_problem(path)
+    if problem is not None:
+        raise StoreError(str(path), problem)
     if not path.exists():
         click.echo(f"no store at {path} yet: `mailprobe run` or `mailprobe sync` creates it")
         return
@@ -290,17 +368,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument(
-    "path", type=click.Path(path_type=Path, dir_okay=False), default=Path("mailprobe.yaml")
-)
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.pass_context
 @_user_errors
-def init(path: Path, force: bool) -> None:
-    """Write a commented starter config (every setting with its default) to PATH."""
+def init(ctx: click.Context, path: Path | None, force: bool) -> None:
+    """Write a commented starter config (every setting with its default) to PATH.
+
+    PATH defaults to --config, else ./mailprobe.yaml.
+    """
     from importlib.resources import files
 
     from .errors import InputError
 
+    path = path or setting(ctx, "config") or Path("mailprobe.yaml")
     if path.exists() and not force:
         raise InputError(f"{path} exists; use --force to overwrite it")
     template = files("mailprobe").joinpath("config_template.yaml").read_text(encoding="utf-8")

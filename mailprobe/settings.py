@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from engine.settings import EngineSettings
 
+from .config_advice import describe
 from .errors import ConfigError
 
 DEFAULT_CONFIG = Path("mailprobe.yaml")
@@ -176,8 +177,8 @@ class AppSettings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
 
 
-def _yaml_mapping(path: Path) -> None:
-    """Raise ConfigError unless the file is readable YAML holding a mapping (or nothing)."""
+def _yaml_mapping(path: Path) -> Any:
+    """Return the file's YAML; ConfigError unless it is readable and a mapping (or nothing)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -186,29 +187,24 @@ def _yaml_mapping(path: Path) -> None:
         raise ConfigError(str(path), f"not valid YAML: {exc}".replace("\n", " ")) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(str(path), "the config file must be a mapping of sections") from None
+    return data
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    problem = first["msg"]
-    if first["type"] == "extra_forbidden":
-        problem = "unknown setting (check the spelling against config.example.yaml)"
-    elif first["type"] in ("union_tag_not_found", "union_tag_invalid"):
-        problem = "each connector needs `type: csv`, `type: hubspot` or `type: sendgrid`"
-    more = len(error.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {problem}{tail} [{source}]"
+def config_file(path: Path | None) -> Path | None:
+    """Return the YAML file settings are read from: `path`, else ./mailprobe.yaml if present."""
+    if path is None and DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return path
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
     """Return the settings from `path` (default ./mailprobe.yaml if present) and the environment."""
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
+    path = config_file(path)
+    data = None
     if path is not None:
         if not path.exists():
             raise ConfigError(str(path), "config file not found (mailprobe init writes one)")
-        _yaml_mapping(path)
+        data = _yaml_mapping(path)
     yaml_file = path
 
     class _FromFile(AppSettings):
@@ -228,8 +224,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
                 )
             return tuple(sources)
 
-    source = f"{path} and MAILPROBE_* environment" if path else "MAILPROBE_* environment"
     try:
         return _FromFile(**overrides)
     except ValidationError as exc:
-        raise ConfigError("", _describe(exc, source)) from None
+        raise ConfigError("", describe(exc, path=path, data=data)) from None

@@ -17,6 +17,7 @@ Times are stored as TEXT in one format (`_ts`), so text order is time order.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -189,6 +190,22 @@ _HINTS: tuple[tuple[str, str], ...] = (
     ("disk i/o", "could not be read or written (disk I/O error); check the disk"),
     ("full", "cannot grow: the disk is full"),
 )
+
+
+def path_problem(path: Path) -> str | None:
+    """Return why no store can be at `path` (a folder, or no writable folder to create it in)."""
+    if path.is_dir():
+        return "is a folder; set store.path to a file inside it (e.g. mailprobe.db)"
+    if path.exists():
+        return None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot be created: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be created: {folder} is not writable by this user"
+    return None
 
 
 def _hint(error: BaseException) -> str:

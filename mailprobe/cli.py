@@ -367,6 +367,178 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(line)
 
 
+# -- the store's answers: results export, forget, recheck --------------------------------------
+
+
+def _existing_store(settings: AppSettings) -> Any:
+    """Open the store the settings name; StoreError when there is none yet (nothing to read)."""
+    from .daemon import open_store
+    from .errors import StoreError
+    from .store import path_problem
+
+    path = settings.store.path
+    problem = path_problem(path)
+    if problem is None and not path.exists():
+        problem = "does not exist yet (`mailprobe run`, `sync` or `verify` with a store fill it)"
+    if problem is not None:
+        raise StoreError(str(path), problem)
+    return open_store(settings)
+
+
+@main.group(cls=MailprobeGroup)
+def results() -> None:
+    """Read the answers the store keeps (results export)."""
+
+
+@results.command("export")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATUS[,STATUS]",
+    help="Only these statuses (valid, invalid, catch_all, risky, unknown); repeat or use commas.",
+)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    default=None,
+    help="Only answers verified since a date (2026-11-01), a UTC time or an age (7d, 24h).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="csv: email plus the mailprobe_* columns; jsonl: the result JSON per line.",
+)
+@click.pass_context
+@_user_errors
+def export(ctx: click.Context, statuses: tuple[str, ...], since: str | None, fmt: str) -> None:
+    """Print the store's answers as CSV or JSON lines, one per address, filtered.
+
+    \b
+    Examples:
+      mailprobe results export > all.csv
+      mailprobe results export --status invalid,risky --since 7d
+      mailprobe results export --format jsonl --since 2026-11-01 | jq .
+    """
+    from datetime import UTC, datetime
+
+    from .results import parse_since, parse_statuses, write_export
+
+    wanted = parse_statuses(statuses)
+    moment = parse_since(since, now=datetime.now(UTC)) if since else None
+    settings = _settings(ctx)
+    with _existing_store(settings) as store:
+        answers = store.export_results(statuses=wanted, since=moment)
+        written = write_export(answers, sys.stdout, fmt=fmt)  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        click.echo(f"{written} answers exported", err=True)
+
+
+@main.command()
+@click.argument("address", required=False)
+@click.option("--domain", metavar="DOMAIN", default=None, help="Every address at this domain.")
+@click.pass_context
+@_user_errors
+def forget(ctx: click.Context, address: str | None, domain: str | None) -> None:
+    """Delete all the store holds about an address (or --domain): a data-protection erasure.
+
+    Removes the answer, every form of the address, its queue entry and the CRM contacts
+    holding it from the store (secure delete; the write-ahead log is emptied). The CRM's own
+    record, drop-folder files and backups are not touched: erase the address there too, or
+    a source that sends it again gets it verified again.
+    """
+    from .erasure import forget_address, forget_domain
+    from .errors import InputError
+
+    if (address is None) == (domain is None):
+        raise InputError("give one ADDRESS or --domain DOMAIN")
+    settings = _settings(ctx)
+    allow = settings.engine.syntax.allow_test_domains
+    with _existing_store(settings) as store:
+        if domain is not None:
+            done = forget_domain(store, domain, allow_test_domains=allow)
+        else:
+            done = forget_address(store, address or "", allow_test_domains=allow)
+    counts = done.counts
+    click.echo(
+        f"forgot {done.subject}: {counts.results} answers, {counts.emails} address forms, "
+        f"{counts.queue} queued, {counts.contacts} contacts, {counts.domains} domain facts"
+    )
+    if not done.log_emptied:
+        click.echo(
+            "mailprobe: another process is reading the store; its write-ahead log is emptied "
+            "at the next checkpoint",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("address")
+@click.pass_context
+@_user_errors
+def recheck(ctx: click.Context, address: str) -> None:
+    """Verify one address now (whatever its freshness) and write the answer to its CRMs.
+
+    Prints the new result as JSON. Every CRM contact holding the address gets the answer
+    through the same write-back as a pass (only changed fields). Exit 1 when a write failed.
+    """
+    import asyncio
+    import json
+
+    from .pipeline import Pipeline
+    from .recheck import recheck as run_recheck
+    from .wiring import build_connectors, close_connectors
+
+    settings = _settings(ctx)
+    _service_logging(ctx, settings)
+    built: dict[str, Any] = {}
+
+    def connector(name: str) -> Any:
+        if name not in settings.connectors:
+            return None
+        built.update(build_connectors(settings, only=name))
+        return built[name]
+
+    async def work() -> Any:
+        from engine import Verifier
+
+        with _existing_store(settings) as store:
+            try:
+                async with Verifier(
+                    settings.engine, role_is_risky=settings.policy.role_is_risky
+                ) as verifier:
+                    pipeline = Pipeline(store, verifier)
+                    return await run_recheck(address, pipeline=pipeline, connector=connector)
+            finally:
+                await close_connectors(built)
+
+    done = asyncio.run(work())
+    click.echo(json.dumps(done.found.to_json(), ensure_ascii=False, indent=2))
+    _recheck_notes(done)
+    if not all(write.ok for write in done.writes):
+        sys.exit(EXIT_FAILED)
+
+
+def _recheck_notes(done: Any) -> None:
+    """Say on stderr what the store keeps and what each CRM received."""
+    found, kept = done.found, done.kept
+    if done.kept_previous:
+        click.echo(
+            f"the new answer is {found.status}/{found.reason}; the earlier {kept.status} answer "
+            "is kept and the address is retried later",
+            err=True,
+        )
+    if not done.writes:
+        click.echo("no CRM contact holds this address", err=True)
+    for write in done.writes:
+        line = f"{write.connector}: {write.contacts} contacts, written {write.written}"
+        line += f", failed {write.failed}" if write.failed else ""
+        click.echo(line + (f" ({write.note})" if write.note else ""), err=True)
+
+
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")

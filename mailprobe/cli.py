@@ -6,6 +6,7 @@ code 2, never a traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -210,6 +211,21 @@ def _service_logging(ctx: click.Context, settings: AppSettings) -> None:
     configure(level=settings.log.level, fmt=fmt, secrets=secret_values(settings))
 
 
+def _notifier(settings: AppSettings, store: Any) -> Any:
+    """Return the process's notifier (installed for notify() callers), warning when unsigned."""
+    from .logs import secret_values
+    from .notify import Notifier, install
+
+    notifier = Notifier(settings.notify, store=store, secrets=secret_values(settings))
+    install(notifier)
+    if notifier.enabled and settings.notify.secret is None:
+        logging.getLogger("mailprobe.notify").warning(
+            "notify.secret is not set: webhook deliveries are not signed "
+            "(set MAILPROBE_NOTIFY__SECRET)"
+        )
+    return notifier
+
+
 async def _with_service(settings: AppSettings, only: str | None, work: Callable[..., Any]) -> Any:
     """Open the store, connectors and verifier, run `work(store, connectors, verifier)`, close."""
     from engine import Verifier
@@ -245,8 +261,18 @@ def run(ctx: click.Context) -> None:
     _service_logging(ctx, settings)
 
     async def serve(store: Any, connectors: Any, verifier: Any) -> None:
-        daemon = Daemon(settings, store=store, connectors=connectors, verifier=verifier)
-        await daemon.run()
+        notifier = _notifier(settings, store)
+        daemon = Daemon(
+            settings,
+            store=store,
+            connectors=connectors,
+            verifier=verifier,
+            on_pass=notifier.pass_finished,
+        )
+        try:
+            await daemon.run()
+        finally:
+            await notifier.aclose()
 
     asyncio.run(_with_service(settings, None, serve))
 
@@ -270,7 +296,16 @@ def sync(ctx: click.Context, only: str | None) -> None:
     _service_logging(ctx, settings)
 
     async def once(store: Any, connectors: Any, verifier: Any) -> Any:
-        return await sync_once(settings, store=store, connectors=connectors, verifier=verifier)
+        notifier = _notifier(settings, store)
+        try:
+            reports = await sync_once(
+                settings, store=store, connectors=connectors, verifier=verifier
+            )
+            for report in reports:
+                notifier.pass_finished(report)
+            return reports
+        finally:
+            await notifier.aclose(wait_s=notifier.longest_delivery_s)
 
     reports = asyncio.run(_with_service(settings, only, once))
     for report in reports:

@@ -118,6 +118,7 @@ class PassReport:
     outcome: RunOutcome
     counts: RunCounts
     error: str | None = None
+    run_id: int | None = None  # its row in the run log; None for a pass that was skipped
 
     @property
     def ok(self) -> bool:
@@ -264,7 +265,7 @@ class Pipeline:
             raise
         except Exception as exc:
             outcome, error = _failure(exc, connector.name)
-        report = PassReport(connector.name, outcome, tally.counts(), error)
+        report = PassReport(connector.name, outcome, tally.counts(), error, run_id=run_id)
         self.store.finish_run(
             run_id, outcome=outcome, counts=report.counts, error=error, now=self.clock()
         )

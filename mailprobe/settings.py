@@ -162,6 +162,43 @@ class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+#: What a webhook is told about (notify.events).
+NotifyEvent = Literal["pass_failed", "connector_failing", "connector_recovered", "check_failed"]
+
+
+class NotifySettings(_Section):
+    """Webhook notifications to the operator, signed with HMAC-SHA256."""
+
+    webhook_url: str | None = Field(None, description="Where events are POSTed; none = off.")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (environment).")
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: [
+            "pass_failed",
+            "connector_failing",
+            "connector_recovered",
+            "check_failed",
+        ],
+        description="Events to send.",
+    )
+    failures_in_a_row: int = Field(3, ge=1, description="connector_failing after this many.")
+    timeout_s: float = Field(10.0, gt=0, description="Per delivery attempt.")
+    attempts: int = Field(5, ge=1, description="Delivery attempts before giving up.")
+    backoff_s: float = Field(2.0, ge=0, description="Wait after the first failed attempt.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.strip() if value else None
+
+
+class MetricsSettings(_Section):
+    """A listener for /metrics and /healthz alone, for a daemon whose HTTP API is off."""
+
+    listen: str | None = Field(None, description="host:port, e.g. 127.0.0.1:9108; none = off.")
+
+
 class AppSettings(BaseSettings):
     """Every setting of mailprobe; `load_settings()` builds it from file and environment."""
 
@@ -175,6 +212,8 @@ class AppSettings(BaseSettings):
     connectors: dict[str, ConnectorSettings] = Field(default_factory=_default_connectors)
     api: ApiSettings = Field(default_factory=ApiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
 def _yaml_mapping(path: Path) -> Any:

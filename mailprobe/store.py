@@ -910,12 +910,13 @@ class Store:
             )
 
     def recent_outcomes(self, connector: str, *, limit: int) -> list[RunOutcome]:
-        """Return how the connector's last `limit` finished passes ended, newest first."""
+        """Return how the connector's last `limit` passes that ran to an end ended (ok, failed,
+        fatal), newest first: stopped and interrupted passes are left out."""
         with self._guard():
             rows = self.db.conn.execute(
-                "SELECT outcome FROM runs WHERE connector = ? AND outcome != ?"
+                "SELECT outcome FROM runs WHERE connector = ? AND outcome IN (?, ?, ?)"
                 " ORDER BY id DESC LIMIT ?",
-                (connector, RunOutcome.RUNNING, limit),
+                (connector, RunOutcome.OK, RunOutcome.FAILED, RunOutcome.FATAL, limit),
             ).fetchall()
         return [RunOutcome(row[0]) for row in rows]
 

@@ -511,24 +511,37 @@ def forget(ctx: click.Context, address: str | None, domain: str | None) -> None:
 
 
 @main.command()
-@click.argument("address")
+@click.argument("address", required=False)
+@click.option(
+    "--contact",
+    metavar="CONNECTOR:ID",
+    default=None,
+    help="The address a CRM contact holds, by connector name and the CRM's record id.",
+)
 @click.pass_context
 @_user_errors
-def recheck(ctx: click.Context, address: str) -> None:
+def recheck(ctx: click.Context, address: str | None, contact: str | None) -> None:
     """Verify one address now (whatever its freshness) and write the answer to its CRMs.
 
-    Prints the new result as JSON. Every CRM contact holding the address gets the answer
-    through the same write-back as a pass (only changed fields). Exit 1 when a write failed.
+    Give the ADDRESS, or --contact hubspot:12345 for the address that contact holds. Prints the
+    new result as JSON. Every CRM contact holding the address gets the answer through the same
+    write-back as a pass (only changed fields). Exit 1 when a write failed.
     """
     import asyncio
     import json
 
+    from .errors import InputError
     from .pipeline import Pipeline
     from .recheck import recheck as run_recheck
     from .wiring import build_connectors, close_connectors
 
+    if (address is None) == (contact is None):
+        raise InputError("give one ADDRESS or --contact CONNECTOR:ID")
     settings = _settings(ctx)
     _service_logging(ctx, settings)
+    if contact is not None:
+        with _existing_store(settings) as store:
+            address = _contact_address(store, contact)
     built: dict[str, Any] = {}
 
     def connector(name: str) -> Any:
@@ -546,7 +559,7 @@ def recheck(ctx: click.Context, address: str) -> None:
                     settings.engine, role_is_risky=settings.policy.role_is_risky
                 ) as verifier:
                     pipeline = Pipeline(store, verifier)
-                    return await run_recheck(address, pipeline=pipeline, connector=connector)
+                    return await run_recheck(address or "", pipeline=pipeline, connector=connector)
             finally:
                 await close_connectors(built)
 
@@ -555,6 +568,24 @@ def recheck(ctx: click.Context, address: str) -> None:
     _recheck_notes(done)
     if not all(write.ok for write in done.writes):
         sys.exit(EXIT_FAILED)
+
+
+def _contact_address(store: Any, contact: str) -> str:
+    """Return the address the store holds for `CONNECTOR:ID`; InputError when there is none."""
+    from .errors import InputError
+
+    name, sep, external_id = contact.partition(":")
+    if not sep or not name or not external_id:
+        raise InputError(f"--contact {contact!r}: give CONNECTOR:ID, e.g. hubspot:12345")
+    email = store.contact_email(name, external_id)
+    if email is None:
+        raise InputError(
+            f"--contact {contact}: no such contact in the store (a connector's pass stores "
+            "its contacts; check the name with `mailprobe status`)"
+        )
+    if not email:
+        raise InputError(f"--contact {contact}: the contact has no email address")
+    return email
 
 
 def _recheck_notes(done: Any) -> None:

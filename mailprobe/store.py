@@ -490,6 +490,15 @@ class Store:
             ).fetchall()
         return dict(rows)
 
+    def contact_email(self, connector: str, external_id: str) -> str | None:
+        """Return the address a contact holds ('' for none), or None without such a contact."""
+        with self._guard():
+            row = self._one(
+                "SELECT email FROM contacts WHERE connector = ? AND external_id = ?",
+                (connector, external_id),
+            )
+        return row[0] if row else None
+
     def share_result(self, normalized: str, emails: Sequence[str], *, now: datetime) -> None:
         """Make the stored answer of `normalized` the answer of these forms of it too.
 

@@ -264,3 +264,37 @@ def test_recheck_of_an_address_no_contact_holds_only_verifies(tmp_path: Path, ac
     assert json.loads(done.stdout)["status"] == "valid"
     assert "no CRM contact holds this address" in done.stderr
     assert setup.rows("SELECT status FROM results") == [("valid",)]
+
+
+def test_recheck_of_a_contact_uses_the_address_it_holds(
+    tmp_path: Path, acme, hubspot_api: FakeHubSpot
+) -> None:
+    ann = hubspot_api.add_contact("ann@acme.test")
+    setup = Setup(tmp_path, acme, hubspot=hubspot_api)
+    assert setup.run("sync").returncode == 0
+    setup.smtp.mailboxes.discard("ann@acme.test")
+
+    done = setup.run("recheck", "--contact", f"crm:{ann}")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["email"] == "ann@acme.test"
+    assert hubspot_api.contact(ann)["mailprobe_status"] == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--contact", "crm:404"], "--contact crm:404: no such contact in the store"),
+        (["--contact", "crm"], "--contact 'crm': give CONNECTOR:ID"),
+        ([], "give one ADDRESS or --contact CONNECTOR:ID"),
+    ],
+)
+def test_recheck_without_a_usable_address_is_exit_2_saying_why(
+    tmp_path: Path, acme, args: list[str], message: str
+) -> None:
+    setup = Setup(tmp_path, acme)
+    Store(setup.store).close()
+
+    done = setup.run("recheck", *args)
+
+    assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -113,7 +113,7 @@ class Notifier:
         self.clock = clock
         self.host = socket.gethostname()
         self.delivered: list[Delivery] = []  # what receivers accepted (tests, status)
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -130,17 +130,25 @@ class Notifier:
 
     def notify(self, event: str, details: Mapping[str, Any], *, summary: str = "") -> None:
         """Send `event` in the background (on the running loop), or now when none runs."""
-        delivery = self._delivery(event, details, summary)
-        if delivery is None:
+        self._dispatch([self._delivery(event, details, summary)])
+
+    def _dispatch(self, deliveries: Sequence[Delivery | None]) -> None:
+        """Send the deliveries one after another: a receiver sees them in the order raised."""
+        chosen = [d for d in deliveries if d is not None]
+        if not chosen:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(self.send(delivery))
+            asyncio.run(self._send_in_order(chosen))
             return
-        task = loop.create_task(self.send(delivery))
+        task = loop.create_task(self._send_in_order(chosen))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _send_in_order(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            await self.send(delivery)
 
     def pass_finished(self, report: Any) -> None:
         """Raise the events of a finished pass (a PassReport): failure, failing, recovered."""
@@ -162,8 +170,12 @@ class Notifier:
                 "failed": counts.failed,
             },
         }
-        for event in pass_events(recent, threshold=threshold):
-            self.notify(event, details, summary=_pass_summary(event, report, threshold))
+        self._dispatch(
+            [
+                self._delivery(event, details, _pass_summary(event, report, threshold))
+                for event in pass_events(recent, threshold=threshold)
+            ]
+        )
 
     def _delivery(self, event: str, details: Mapping[str, Any], summary: str) -> Delivery | None:
         if not self.enabled or event not in self.settings.events:

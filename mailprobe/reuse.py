@@ -2,14 +2,16 @@
 
 The daemon, the API and earlier runs of `verify` share one result cache, the store. A fresh
 answer there (freshness.py decides how long one lives) comes back without any SMTP; every
-other address goes to the engine and its answer is saved, so `mailprobe results export`,
-`forget` and the daemon's passes see it. With `fresh=True` (`verify --fresh`) every address is
-verified now and the answers still replace the stored ones. No SQL here: the store's verbs.
+other address goes to the engine and its answer is saved (in batches, one transaction each),
+so `mailprobe results export`, `forget` and the daemon's passes see it. With `fresh=True`
+(`verify --fresh`) every address is verified now and the answers still replace the stored
+ones. No SQL here: the store's verbs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
 
 #: Results waiting for the caller: bounds what reading ahead through cached answers can hold.
 _BUFFER = 1000
+#: New answers saved per transaction (one commit per address would double a big run's time),
+#: and at least this often while answers trickle in.
+_SAVE_BATCH = 500
+_SAVE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +105,27 @@ class StoreBacked:
                 await out.put(replace(stored, email=email))
 
     async def _verify(self, misses: AsyncIterator[str], out: asyncio.Queue[object]) -> None:
-        """Verify the misses, saving each answer, then mark the end (or the failure) in `out`."""
+        """Verify the misses, saving the answers in batches, then mark the end (or the
+        failure) in `out`."""
+        unsaved: list[VerificationResult] = []
+        since = time.monotonic()
         try:
             async with aclosing(self.verifier.verify_many(misses)) as results:
                 async for result in results:
-                    self.store.save_result(result, now=self.clock())
+                    if not unsaved:
+                        since = time.monotonic()
+                    unsaved.append(result)
+                    if len(unsaved) >= _SAVE_BATCH or time.monotonic() - since >= _SAVE_EVERY_S:
+                        self._save(unsaved)
                     await out.put(result)
         except Exception as exc:  # handed to the caller, who raises it
             await out.put(_Failed(exc))
             return
+        finally:
+            self._save(unsaved)  # also after Ctrl-C: what was printed is kept
         await out.put(_DONE)
+
+    def _save(self, unsaved: list[VerificationResult]) -> None:
+        if unsaved:
+            self.store.save_results(unsaved, now=self.clock())
+            unsaved.clear()

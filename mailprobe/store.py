@@ -346,36 +346,48 @@ class Store:
         freshness.decide() chooses what is kept (an unknown never replaces a definite answer).
         The address leaves every connector's queue; contacts using it get their fields checked.
         """
+        return self.save_results([result], now=now)[0]
+
+    def save_results(
+        self, results: Sequence[VerificationResult], *, now: datetime
+    ) -> list[Decision]:
+        """Record several verifications as save_result() does, in one transaction: a bulk run
+        pays one commit per batch instead of one per address."""
         with self._write() as conn:
-            previous = self._cached(result.normalized)
-            decision = self.freshness.decide(previous, result, now=now)
-            kept = decision.result
-            conn.execute(
-                "INSERT OR REPLACE INTO results (normalized, result_json, status, reason,"
-                " verified_at, expires_at, attempts, checked_at) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    result.normalized,
-                    json.dumps(kept.to_json(), separators=(",", ":")),
-                    str(kept.status),
-                    str(kept.reason),
-                    _ts(kept.verified_at),
-                    _ts(decision.expires_at),
-                    decision.attempts,
-                    _ts(now),
-                ),
-            )
-            conn.execute(
-                "INSERT OR REPLACE INTO emails (email, normalized) VALUES (?, ?)",
-                (result.email, result.normalized),
-            )
-            conn.execute("DELETE FROM queue WHERE email = ?", (result.email,))
-            # Other raw forms of this address were queued too (enqueue_expired queues every
-            # live contact's raw address), so each gets its own save and marks its contacts.
-            conn.execute(
-                "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
-                (ContactState.TO_WRITE, result.email, ContactState.QUEUED, ContactState.WRITTEN),
-            )
-            self._save_domain(conn, result, now=now)
+            return [self._save(conn, result, now=now) for result in results]
+
+    def _save(
+        self, conn: sqlite3.Connection, result: VerificationResult, *, now: datetime
+    ) -> Decision:
+        previous = self._cached(result.normalized)
+        decision = self.freshness.decide(previous, result, now=now)
+        kept = decision.result
+        conn.execute(
+            "INSERT OR REPLACE INTO results (normalized, result_json, status, reason,"
+            " verified_at, expires_at, attempts, checked_at) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                result.normalized,
+                json.dumps(kept.to_json(), separators=(",", ":")),
+                str(kept.status),
+                str(kept.reason),
+                _ts(kept.verified_at),
+                _ts(decision.expires_at),
+                decision.attempts,
+                _ts(now),
+            ),
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO emails (email, normalized) VALUES (?, ?)",
+            (result.email, result.normalized),
+        )
+        conn.execute("DELETE FROM queue WHERE email = ?", (result.email,))
+        # Other raw forms of this address were queued too (enqueue_expired queues every
+        # live contact's raw address), so each gets its own save and marks its contacts.
+        conn.execute(
+            "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
+            (ContactState.TO_WRITE, result.email, ContactState.QUEUED, ContactState.WRITTEN),
+        )
+        self._save_domain(conn, result, now=now)
         return decision
 
     def _save_domain(self, conn: sqlite3.Connection, result: VerificationResult, *, now: datetime):

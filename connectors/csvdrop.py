@@ -237,7 +237,7 @@ class DropFolder:
             raise CsvFileError(path.name, f"cannot read the file: {exc.strerror}") from exc
         if first is None:
             raise CsvFileError(path.name, "file is empty")
-        header, email_index = _find_email_column(path.name, first[1], self.email_column)
+        header, email_index = find_email_column(path.name, first[1], self.email_column)
         return CsvTable(
             path=path,
             encoding=encoding,
@@ -622,7 +622,7 @@ def _header_key(name: str) -> str:
 _EMAIL_KEYS = tuple(dict.fromkeys(_header_key(name) for name in _EMAIL_HEADERS))
 
 
-def _find_email_column(
+def find_email_column(
     file_name: str, first: list[str], configured: str | None
 ) -> tuple[tuple[str, ...], int]:
     """Return (header, email column index) from the first record; () for a headerless list."""

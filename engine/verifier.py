@@ -22,6 +22,7 @@ from .answer import Answer, Final, Job
 from .conversation import SmtpStep
 from .errors import DnsError
 from .mx import MailRoute, MailRouter, RouteKind
+from .repeats import Repeats
 from .result import Checks, Reason, SmtpCheck, SmtpReply, Status, Verdict, VerificationResult
 from .run import Run
 from .sanity import ListGuard, ResolverHealth, ResolverSanity
@@ -71,6 +72,7 @@ class Verifier:
         )
         self._step = SmtpStep(self.settings, throttle=self.throttle)
         self._corrections: dict[str, str | None] = {}  # domain → the domain it is a typo of
+        self._dns_errors = Repeats()
 
     async def __aenter__(self) -> Verifier:
         return self
@@ -134,7 +136,10 @@ class Verifier:
         try:
             route = await self.route(domain)
         except DnsError as exc:
-            log.info("dns error", extra={"domain": domain, "error": str(exc)})
+            hushed = self._dns_errors.due(domain)
+            if hushed is not None:  # once per domain and window, not per group of addresses
+                extra = {"domain": domain, "error": str(exc)}
+                log.info("dns error", extra=extra | ({"repeats": hushed} if hushed else {}))
             route = None
         except BaseException:
             if guard is not None:

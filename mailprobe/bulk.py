@@ -2,10 +2,10 @@
 
 Input is read lazily and results are written as they arrive, so a 100,000-line file needs no
 more memory than the work in flight: the engine reads a few thousand addresses ahead, and CSV
-output, which keeps input order, holds rows that finished before an earlier one in a bounded
-buffer of formatted text (reading pauses while it is full). JSONL is in completion order, each
-line carrying its address. No SMTP here: the engine does it. The progress bar is drawn by rich
-on stderr; stdout carries only results.
+and JSON output, which keep input order, hold rows that finished before an earlier one in a
+bounded buffer of formatted text (reading pauses while it is full). JSONL is in completion
+order, each line carrying its address. No SMTP here: the engine does it. The progress bar is
+drawn by rich on stderr; stdout carries only results.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from connectors.csvdrop import (
     detect_delimiter,
     detect_encoding,
     email_column_index,
+    find_email_column,
     format_value,
     neutralised,
 )
@@ -51,6 +53,7 @@ from connectors.fields import FIELD_NAMES, field_values
 from engine import Status, VerificationResult, Verifier
 
 from .errors import InputError
+from .logs import through_console
 
 Format = Literal["json", "jsonl", "csv"]
 
@@ -95,11 +98,14 @@ def _csv_rows(rows: Iterator[list[str]]) -> Iterator[list[str]]:
     return (row for row in rows if any(cell.strip() for cell in row))
 
 
-def read_input(stream: IO[str], *, delimiter: str | None = None) -> InputTable:
+def read_input(
+    stream: IO[str], *, delimiter: str | None = None, email_column: str | None = None
+) -> InputTable:
     """Return the addresses of a plain list (one per line) or of a CSV with an email column.
 
     `delimiter` is the one the drop folder's sniffer found in the file; without it (a stream
-    given directly) the first line's most frequent candidate is taken.
+    given directly) the first line's most frequent candidate is taken. The column is found by
+    its header as in the drop folder, or named by `email_column`.
     """
     first_line = ""
     for line in stream:
@@ -110,16 +116,26 @@ def read_input(stream: IO[str], *, delimiter: str | None = None) -> InputTable:
         return InputTable(["email"], 0, iter(()), total=0)
     dialect_delimiter = delimiter or max(",;\t|", key=first_line.count)
     header = next(csv.reader([first_line], delimiter=dialect_delimiter))
-    index = email_column_index(tuple(header)) if "@" not in first_line else None
-    if index is None:
-        if "@" not in first_line and first_line.count(dialect_delimiter):
-            raise InputError("input looks like CSV but has no email column (name it 'email')")
+    looks_like_header = "@" not in first_line and (
+        first_line.count(dialect_delimiter) > 0 or email_column_index(tuple(header)) is not None
+    )
+    if email_column is None and not looks_like_header:
+        return InputTable(["email"], 0, _plain(itertools.chain([first_line], stream)))
+    try:
+        found, index = find_email_column("input", header, email_column)
+    except CsvFileError as exc:
+        # The drop folder's message, with the command line's way to name the column.
+        text = re.sub(r"(set|fix) email_column", "give --email-column NAME", str(exc))
+        raise InputError(f"input: {text}") from None
+    if not found:  # one address alone on the first line: a plain list after all
         return InputTable(["email"], 0, _plain(itertools.chain([first_line], stream)))
     rows = csv.reader(stream, delimiter=dialect_delimiter)
-    return InputTable(header, index, _csv_rows(rows))
+    return InputTable(list(found), index, _csv_rows(rows))
 
 
-def open_input(path: str | None, addresses: tuple[str, ...]) -> tuple[InputTable, IO[str] | None]:
+def open_input(
+    path: str | None, addresses: tuple[str, ...], *, email_column: str | None = None
+) -> tuple[InputTable, IO[str] | None]:
     """Return the input table for `--file PATH` (`-` is stdin) or the addresses given.
 
     For a regular file the rows are counted first (one quick pass), so progress can show an
@@ -129,11 +145,15 @@ def open_input(path: str | None, addresses: tuple[str, ...]) -> tuple[InputTable
         rows = iter([[a] for a in addresses])
         return InputTable(["email"], 0, rows, total=len(addresses)), None
     if path == "-":
-        return _read_file(_spooled_stdin(), "stdin", count=False)
-    return _read_file(Path(path), path, count=os.path.isfile(path))
+        return _read_file(_spooled_stdin(), "stdin", count=False, email_column=email_column)
+    return _read_file(
+        Path(path), path, count=os.path.isfile(path), email_column=email_column
+    )
 
 
-def _read_file(path: Path, shown: str, *, count: bool) -> tuple[InputTable, IO[str]]:
+def _read_file(
+    path: Path, shown: str, *, count: bool, email_column: str | None
+) -> tuple[InputTable, IO[str]]:
     """Return the table of a file read the drop folder's way (one reader for both paths):
     encoding detected (BOM, strict UTF-8, Windows-1252, Latin-1; never mangled by
     errors="replace") and the delimiter sniffed on a real sample of the file."""
@@ -145,10 +165,15 @@ def _read_file(path: Path, shown: str, *, count: bool) -> tuple[InputTable, IO[s
         raise InputError(f"cannot use {shown}: {exc}") from None
     except OSError as exc:
         raise InputError(f"cannot read {shown}: {exc.strerror}") from None
-    table = read_input(stream, delimiter=delimiter)
+    try:
+        table = read_input(stream, delimiter=delimiter, email_column=email_column)
+    except InputError:
+        stream.close()
+        raise
     if count and table.total is None:
         with open(path, encoding=encoding, newline="") as again:
-            table.total = sum(1 for _ in read_input(again, delimiter=delimiter).rows)
+            rows = read_input(again, delimiter=delimiter, email_column=email_column).rows
+            table.total = sum(1 for _ in rows)
     return table, stream
 
 
@@ -183,7 +208,7 @@ class Tally:
 
 
 class _Writer:
-    """Writes results in the chosen format; CSV keeps input order."""
+    """Writes results in the chosen format; CSV and JSON keep input order, JSONL is as they come."""
 
     def __init__(self, out: IO[str], fmt: Format, header: list[str], *, single: bool) -> None:
         self._out = out
@@ -213,32 +238,38 @@ class _Writer:
         return _utf8(self._line.getvalue())
 
     def write(self, index: int, row: list[str], result: VerificationResult) -> None:
-        """Write one result (CSV: as soon as every earlier row is written)."""
-        if self._fmt == "csv":
-            values = field_values(result, next_check=None)
-            # The drop folder's writer rule: a cell a spreadsheet would run gets a leading '.
-            self._pending[index] = self._csv_line(
-                neutralised([*row, *(format_value(values[name]) for name in FIELD_NAMES)])
-            )
-            while self._next in self._pending:
-                self._out.write(self._pending.pop(self._next))
-                self._next += 1
-        elif self._fmt == "jsonl":
+        """Write one result (CSV and JSON: as soon as every earlier row is written)."""
+        if self._fmt == "jsonl":
             self._out.write(_utf8(json.dumps(result.to_json(), ensure_ascii=False)) + "\n")
         else:
-            text = _utf8(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
-            separator = "" if self._single else ("\n" if self._count == 0 else ",\n")
-            self._out.write(separator + text)
-        self._count += 1
+            if self._fmt == "csv":
+                values = field_values(result, next_check=None)
+                # The drop folder's writer rule: a cell a spreadsheet would run gets a leading '.
+                text = self._csv_line(
+                    neutralised([*row, *(format_value(values[name]) for name in FIELD_NAMES)])
+                )
+            else:
+                text = _utf8(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+            self._pending[index] = text
+            while self._next in self._pending:
+                self._emit(self._pending.pop(self._next))
+                self._next += 1
         now = time.monotonic()
         if now - self._flushed >= _FLUSH_EVERY_S:
             self._out.flush()
             self._flushed = now
 
+    def _emit(self, text: str) -> None:
+        """Write one formatted result; JSON items of an array get their separators."""
+        if self._fmt == "json" and not self._single:
+            text = ("\n" if self._count == 0 else ",\n") + text
+        self._out.write(text)
+        self._count += 1
+
     def close(self) -> None:
         """Write what finished out of order (after an interrupt) and close the document."""
         for index in sorted(self._pending):
-            self._out.write(self._pending.pop(index))
+            self._emit(self._pending.pop(index))
         if self._fmt == "json":
             self._out.write("\n" if self._single else "\n]\n")
         self._out.flush()
@@ -359,7 +390,8 @@ def run_verify(
     """Run verify_table on a fresh event loop, with a progress bar on stderr when asked."""
     if not progress:
         return asyncio.run(verify_table(verifier, table, out, fmt=fmt, single=single))
-    view = ProgressView(Console(stderr=True), total=table.total)
+    console = Console(stderr=True)
+    view = ProgressView(console, total=table.total)
     last = Tally()
 
     def on_result(result: VerificationResult, tally: Tally) -> None:
@@ -367,7 +399,7 @@ def run_verify(
         last = tally
         view.show(tally)
 
-    with view.progress:
+    with view.progress, through_console(console):
         try:
             return asyncio.run(
                 verify_table(verifier, table, out, fmt=fmt, single=single, on_result=on_result)

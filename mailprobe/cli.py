@@ -6,6 +6,7 @@ code 2, never a traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -16,6 +17,8 @@ import click
 
 from engine.errors import MailprobeError
 
+from .cli_group import MailprobeGroup, setting
+from .config_advice import file_secret_warnings
 from .settings import AppSettings, load_settings
 
 EXIT_USAGE = 2
@@ -37,32 +40,27 @@ def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _settings(ctx: click.Context) -> AppSettings:
     """Return the settings for this invocation, loaded once."""
-    obj = ctx.ensure_object(dict)
+    obj = ctx.find_root().ensure_object(dict)
     if "settings" not in obj:
         obj["settings"] = load_settings(obj.get("config"))
+        for warning in file_secret_warnings(obj.get("config"), obj["settings"]):
+            click.echo(f"mailprobe: {warning}", err=True)
     return obj["settings"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="YAML settings file (default: ./mailprobe.yaml when present, else built-in defaults).",
+@click.group(
+    cls=MailprobeGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Global options (--config, --log-format) go before or after the command. "
+    "`mailprobe COMMAND --help` shows each command's options.",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default=None,
-    help="Log lines as text or JSON (overrides log.format).",
+@click.version_option(
+    package_name="mailprobe", prog_name="mailprobe", message="%(prog)s %(version)s"
 )
 @click.pass_context
-def main(ctx: click.Context, config: Path | None, log_format: str | None) -> None:
+def main(ctx: click.Context) -> None:
     """mailprobe: verify that email addresses can receive mail, without sending any."""
     ctx.ensure_object(dict)
-    ctx.obj["config"] = config
-    ctx.obj["log_format"] = log_format
 
 
 @main.command()
@@ -81,46 +79,122 @@ def main(ctx: click.Context, config: Path | None, log_format: str | None) -> Non
     show_default=True,
     help="json: one object (an array for several); jsonl: one object per line; csv: columns.",
 )
+@click.option(
+    "--email-column",
+    metavar="NAME",
+    default=None,
+    help="Header of the email column of a CSV (default: found by name, as in the drop folder).",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Verify every address now, ignoring answers the store still holds (new ones are saved).",
+)
+@click.option(
+    "--no-store", is_flag=True, help="Neither reuse nor save answers in the store (store.path)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @_user_errors
 def verify(
-    ctx: click.Context, addresses: tuple[str, ...], file: str | None, fmt: str, quiet: bool
+    ctx: click.Context,
+    addresses: tuple[str, ...],
+    file: str | None,
+    fmt: str,
+    email_column: str | None,
+    fresh: bool,
+    no_store: bool,
+    quiet: bool,
 ) -> None:
-    """Verify addresses and print the results (exit 0 whatever their statuses)."""
-    from engine import Verifier
+    """Verify addresses and print one result per address, in input order.
 
-    from .bulk import open_input, run_verify
+    When the store (store.path, shared with `mailprobe run`) exists, its fresh answers are
+    reused without any SMTP and new answers are saved there; --fresh verifies every address
+    again, --no-store leaves the store alone. No store file is created by verify.
+
+    \b
+    Examples:
+      mailprobe verify john@example.com
+      mailprobe verify a@example.com b@example.org --format jsonl
+      mailprobe verify --file leads.csv --format csv > verified.csv
+      mailprobe verify --file leads.csv --email-column "Work Email" --format csv
+      cat list.txt | mailprobe verify --file - --format jsonl
+      mailprobe verify --fresh --config /etc/mailprobe/mailprobe.yaml jane@example.com
+
+    \b
+    Exit codes:
+      0    the run completed, whatever the statuses (invalid addresses are results)
+      2    a usage or configuration error; one line on stderr says what to fix
+      130  interrupted (Ctrl-C); the results printed before it are complete
+    """
     from .errors import InputError
 
     if not addresses and file is None:
         raise InputError("give addresses to verify, or --file PATH ('-' for stdin)")
     if addresses and file is not None:
         raise InputError("give addresses or --file, not both")
+    if email_column is not None and file is None:
+        raise InputError("--email-column names a column of --file; give --file PATH")
     settings = _settings(ctx)
     _service_logging(ctx, settings)
-    stream = None
     # A bar for a list, on a terminal only: piped or redirected stderr stays clean.
     progress = not quiet and sys.stderr.isatty() and (file is not None or len(addresses) > 1)
     try:
-        table, stream = open_input(file, addresses)
-        verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
-        tally = run_verify(
-            verifier,
+        tally = _verify_input(
+            settings,
+            file,
+            addresses,
+            fmt=fmt,
+            email_column=email_column,
+            store_mode="off" if no_store else ("fresh" if fresh else "reuse"),
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        click.echo("mailprobe: interrupted; the results above are complete", err=True)
+        sys.exit(130)
+    if progress:
+        click.echo(tally.summary(), err=True)
+
+
+def _verify_input(
+    settings: AppSettings,
+    file: str | None,
+    addresses: tuple[str, ...],
+    *,
+    fmt: str,
+    email_column: str | None,
+    store_mode: str,
+    progress: bool,
+) -> Any:
+    """Open the input (and the store, when it exists and is wanted), verify, close; the tally."""
+    from contextlib import ExitStack
+
+    from engine import Verifier
+
+    from .bulk import open_input, run_verify
+    from .daemon import open_store
+    from .errors import StoreError
+    from .reuse import StoreBacked
+
+    with ExitStack() as stack:
+        table, stream = open_input(file, addresses, email_column=email_column)
+        if stream is not None:
+            stack.callback(stream.close)
+        engine: Any = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
+        if store_mode != "off" and settings.store.path.exists():
+            try:
+                store = stack.enter_context(open_store(settings))
+            except StoreError as exc:
+                raise StoreError(exc.path, f"{exc.hint} (or verify with --no-store)") from None
+            engine = StoreBacked(engine, store, fresh=store_mode == "fresh")
+        return run_verify(
+            engine,
             table,
             sys.stdout,
             fmt=fmt,  # type: ignore[arg-type]
             single=len(addresses) == 1,
             progress=progress,
         )
-    except KeyboardInterrupt:
-        click.echo("mailprobe: interrupted; the results above are complete", err=True)
-        sys.exit(130)
-    finally:
-        if stream is not None:
-            stream.close()
-    if progress:
-        click.echo(tally.summary(), err=True)
 
 
 # -- the daemon's commands: run, sync, status, init, config ------------------------------------
@@ -133,8 +207,23 @@ def _service_logging(ctx: click.Context, settings: AppSettings) -> None:
     """Set up logging for the service commands, masking every configured secret."""
     from .logs import configure, secret_values
 
-    fmt = ctx.obj.get("log_format") or settings.log.format
+    fmt = setting(ctx, "log_format") or settings.log.format
     configure(level=settings.log.level, fmt=fmt, secrets=secret_values(settings))
+
+
+def _notifier(settings: AppSettings, store: Any) -> Any:
+    """Return the process's notifier (installed for notify() callers), warning when unsigned."""
+    from .logs import secret_values
+    from .notify import Notifier, install
+
+    notifier = Notifier(settings.notify, store=store, secrets=secret_values(settings))
+    install(notifier)
+    if notifier.enabled and settings.notify.secret is None:
+        logging.getLogger("mailprobe.notify").warning(
+            "notify.secret is not set: webhook deliveries are not signed "
+            "(set MAILPROBE_NOTIFY__SECRET)"
+        )
+    return notifier
 
 
 async def _with_service(settings: AppSettings, only: str | None, work: Callable[..., Any]) -> Any:
@@ -174,14 +263,22 @@ def run(ctx: click.Context) -> None:
     async def serve(store: Any, connectors: Any, verifier: Any) -> None:
         from .doctor import preflight_line
 
+        notifier = _notifier(settings, store)
         # Beside the daemon, not before it: a dead resolver must not delay the first pass.
         preflight = asyncio.create_task(preflight_line(settings, store))
-        daemon = Daemon(settings, store=store, connectors=connectors, verifier=verifier)
+        daemon = Daemon(
+            settings,
+            store=store,
+            connectors=connectors,
+            verifier=verifier,
+            on_pass=notifier.pass_finished,
+        )
         try:
             await daemon.run()
         finally:
             preflight.cancel()
             await asyncio.gather(preflight, return_exceptions=True)
+            await notifier.aclose()
 
     asyncio.run(_with_service(settings, None, serve))
 
@@ -206,7 +303,16 @@ def sync(ctx: click.Context, only: str | None) -> None:
     _service_logging(ctx, settings)
 
     async def once(store: Any, connectors: Any, verifier: Any) -> Any:
-        return await sync_once(settings, store=store, connectors=connectors, verifier=verifier)
+        notifier = _notifier(settings, store)
+        try:
+            reports = await sync_once(
+                settings, store=store, connectors=connectors, verifier=verifier
+            )
+            for report in reports:
+                notifier.pass_finished(report)
+            return reports
+        finally:
+            await notifier.aclose(wait_s=notifier.longest_delivery_s)
 
     reports = asyncio.run(_with_service(settings, only, once))
     for report in reports:
@@ -288,9 +394,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
     import json
 
     from .daemon import open_store
+    from .errors import StoreError
+    from .store import path_problem
 
     settings = _settings(ctx)
     path = settings.store.path
+    problem = path_problem(path)
+    if problem is not None:
+        raise StoreError(str(path), problem)
     if not path.exists():
         click.echo(f"no store at {path} yet: `mailprobe run` or `mailprobe sync` creates it")
         return
@@ -314,18 +425,224 @@ def _doctor_line(report: dict[str, Any] | None) -> str:
     return f"doctor ({report['checked_at']}): {report['summary']}"
 
 
-@main.command()
-@click.argument(
-    "path", type=click.Path(path_type=Path, dir_okay=False), default=Path("mailprobe.yaml")
+# -- the store's answers: results export, forget, recheck --------------------------------------
+
+
+def _existing_store(settings: AppSettings) -> Any:
+    """Open the store the settings name; StoreError when there is none yet (nothing to read)."""
+    from .daemon import open_store
+    from .errors import StoreError
+    from .store import path_problem
+
+    path = settings.store.path
+    problem = path_problem(path)
+    if problem is None and not path.exists():
+        problem = "does not exist yet (`mailprobe run`, `sync` or `verify` with a store fill it)"
+    if problem is not None:
+        raise StoreError(str(path), problem)
+    return open_store(settings)
+
+
+@main.group(cls=MailprobeGroup)
+def results() -> None:
+    """Read the answers the store keeps (results export)."""
+
+
+@results.command("export")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATUS[,STATUS]",
+    help="Only these statuses (valid, invalid, catch_all, risky, unknown); repeat or use commas.",
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    default=None,
+    help="Only answers verified since a date (2026-11-01), a UTC time or an age (7d, 24h).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="csv: email plus the mailprobe_* columns; jsonl: the result JSON per line.",
+)
+@click.pass_context
 @_user_errors
-def init(path: Path, force: bool) -> None:
-    """Write a commented starter config (every setting with its default) to PATH."""
+def export(ctx: click.Context, statuses: tuple[str, ...], since: str | None, fmt: str) -> None:
+    """Print the store's answers as CSV or JSON lines, one per address, filtered.
+
+    \b
+    Examples:
+      mailprobe results export > all.csv
+      mailprobe results export --status invalid,risky --since 7d
+      mailprobe results export --format jsonl --since 2026-11-01 | jq .
+    """
+    from datetime import UTC, datetime
+
+    from .results import parse_since, parse_statuses, write_export
+
+    wanted = parse_statuses(statuses)
+    moment = parse_since(since, now=datetime.now(UTC)) if since else None
+    settings = _settings(ctx)
+    with _existing_store(settings) as store:
+        answers = store.export_results(statuses=wanted, since=moment)
+        written = write_export(answers, sys.stdout, fmt=fmt)  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        click.echo(f"{written} answers exported", err=True)
+
+
+@main.command()
+@click.argument("address", required=False)
+@click.option("--domain", metavar="DOMAIN", default=None, help="Every address at this domain.")
+@click.pass_context
+@_user_errors
+def forget(ctx: click.Context, address: str | None, domain: str | None) -> None:
+    """Delete all the store holds about an address (or --domain): a data-protection erasure.
+
+    Removes the answer, every form of the address, its queue entry and the CRM contacts
+    holding it from the store (secure delete; the write-ahead log is emptied). The CRM's own
+    record, drop-folder files and backups are not touched: erase the address there too, or
+    a source that sends it again gets it verified again.
+    """
+    from .erasure import forget_address, forget_domain
+    from .errors import InputError
+
+    if (address is None) == (domain is None):
+        raise InputError("give one ADDRESS or --domain DOMAIN")
+    settings = _settings(ctx)
+    allow = settings.engine.syntax.allow_test_domains
+    with _existing_store(settings) as store:
+        if domain is not None:
+            done = forget_domain(store, domain, allow_test_domains=allow)
+        else:
+            done = forget_address(store, address or "", allow_test_domains=allow)
+    counts = done.counts
+    click.echo(
+        f"forgot {done.subject}: {counts.results} answers, {counts.emails} address forms, "
+        f"{counts.queue} queued, {counts.contacts} contacts, {counts.domains} domain facts"
+    )
+    if not done.log_emptied:
+        click.echo(
+            "mailprobe: another process is reading the store; its write-ahead log is emptied "
+            "at the next checkpoint",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("address", required=False)
+@click.option(
+    "--contact",
+    metavar="CONNECTOR:ID",
+    default=None,
+    help="The address a CRM contact holds, by connector name and the CRM's record id.",
+)
+@click.pass_context
+@_user_errors
+def recheck(ctx: click.Context, address: str | None, contact: str | None) -> None:
+    """Verify one address now (whatever its freshness) and write the answer to its CRMs.
+
+    Give the ADDRESS, or --contact hubspot:12345 for the address that contact holds. Prints the
+    new result as JSON. Every CRM contact holding the address gets the answer through the same
+    write-back as a pass (only changed fields). Exit 1 when a write failed.
+    """
+    import asyncio
+    import json
+
+    from .errors import InputError
+    from .pipeline import Pipeline
+    from .recheck import recheck as run_recheck
+    from .wiring import build_connectors, close_connectors
+
+    if (address is None) == (contact is None):
+        raise InputError("give one ADDRESS or --contact CONNECTOR:ID")
+    settings = _settings(ctx)
+    _service_logging(ctx, settings)
+    if contact is not None:
+        with _existing_store(settings) as store:
+            address = _contact_address(store, contact)
+    built: dict[str, Any] = {}
+
+    def connector(name: str) -> Any:
+        if name not in settings.connectors:
+            return None
+        built.update(build_connectors(settings, only=name))
+        return built[name]
+
+    async def work() -> Any:
+        from engine import Verifier
+
+        with _existing_store(settings) as store:
+            try:
+                async with Verifier(
+                    settings.engine, role_is_risky=settings.policy.role_is_risky
+                ) as verifier:
+                    pipeline = Pipeline(store, verifier)
+                    return await run_recheck(address or "", pipeline=pipeline, connector=connector)
+            finally:
+                await close_connectors(built)
+
+    done = asyncio.run(work())
+    click.echo(json.dumps(done.found.to_json(), ensure_ascii=False, indent=2))
+    _recheck_notes(done)
+    if not all(write.ok for write in done.writes):
+        sys.exit(EXIT_FAILED)
+
+
+def _contact_address(store: Any, contact: str) -> str:
+    """Return the address the store holds for `CONNECTOR:ID`; InputError when there is none."""
+    from .errors import InputError
+
+    name, sep, external_id = contact.partition(":")
+    if not sep or not name or not external_id:
+        raise InputError(f"--contact {contact!r}: give CONNECTOR:ID, e.g. hubspot:12345")
+    email = store.contact_email(name, external_id)
+    if email is None:
+        raise InputError(
+            f"--contact {contact}: no such contact in the store (a connector's pass stores "
+            "its contacts; check the name with `mailprobe status`)"
+        )
+    if not email:
+        raise InputError(f"--contact {contact}: the contact has no email address")
+    return email
+
+
+def _recheck_notes(done: Any) -> None:
+    """Say on stderr what the store keeps and what each CRM received."""
+    found, kept = done.found, done.kept
+    if done.kept_previous:
+        click.echo(
+            f"the new answer is {found.status}/{found.reason}; the earlier {kept.status} answer "
+            "is kept and the address is retried later",
+            err=True,
+        )
+    if not done.writes:
+        click.echo("no CRM contact holds this address", err=True)
+    for write in done.writes:
+        line = f"{write.connector}: {write.contacts} contacts, written {write.written}"
+        line += f", failed {write.failed}" if write.failed else ""
+        click.echo(line + (f" ({write.note})" if write.note else ""), err=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.pass_context
+@_user_errors
+def init(ctx: click.Context, path: Path | None, force: bool) -> None:
+    """Write a commented starter config (every setting with its default) to PATH.
+
+    PATH defaults to --config, else ./mailprobe.yaml.
+    """
     from importlib.resources import files
 
     from .errors import InputError
 
+    path = path or setting(ctx, "config") or Path("mailprobe.yaml")
     if path.exists() and not force:
         raise InputError(f"{path} exists; use --force to overwrite it")
     template = files("mailprobe").joinpath("config_template.yaml").read_text(encoding="utf-8")

@@ -2,10 +2,11 @@
 
 `Daemon.run()` schedules one APScheduler job per enabled connector (id = its name, never two
 passes at once, missed runs coalesced), a retry job for due unknowns and expired results (CRM
-contacts, and drop-folder files whose output is then rewritten), and the HTTP API when
-`api.enabled`. A dropped file still being copied brings its folder's next pass forward to
-when the file will have settled. SIGTERM and SIGINT let the current step finish
-(a page, a result, a file stage) and return, so the process exits 0 and the next start resumes.
+contacts, and drop-folder files whose output is then rewritten), the HTTP API when
+`api.enabled`, and the /metrics listener when `metrics.listen` is set. A dropped file still
+being copied brings its folder's next pass forward to when the file will have settled. SIGTERM
+and SIGINT let the current step finish (a page, a result, a file stage) and return, so the
+process exits 0 and the next start resumes.
 A connector that fails is logged and recorded for `mailprobe status`; one that cannot work until
 its configuration changes (bad token) is paused until restart; the others go on.
 
@@ -76,6 +77,15 @@ async def start_api(
     return await api.start_api(settings, store, verifier=verifier)  # type: ignore[arg-type]
 
 
+async def start_ops(settings: AppSettings, store: Store) -> StopApi | None:
+    """Start the /metrics and /healthz listener when `metrics.listen` is set; return its stop."""
+    if settings.metrics.listen is None:
+        return None
+    from .api.ops import start_ops as start
+
+    return await start(settings, store)
+
+
 def announce_drop_folders(connectors: Mapping[str, Connector]) -> None:
     """Create each drop folder's layout and log where to drop files."""
     for connector in connectors.values():
@@ -134,6 +144,7 @@ class Daemon:
             self._wake.set()
         # The API first: a bad api.listen fails the start before anything else runs.
         stop_api = await start_api(self.settings, self.store, verifier=self.pipeline.verifier)
+        stop_ops = await start_ops(self.settings, self.store)
         handled = self._handle_signals(loop)
         announce_drop_folders(self.connectors)
         self.scheduler = self._schedule()
@@ -149,6 +160,8 @@ class Daemon:
             await asyncio.gather(*self._running, return_exceptions=True)
             if stop_api is not None:
                 await stop_api()
+            if stop_ops is not None:
+                await stop_ops()
             for sig in handled:
                 loop.remove_signal_handler(sig)
         log.info("mailprobe stopped")

@@ -17,8 +17,10 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from logging import StreamHandler
 from typing import Any, TextIO
 
 from pydantic import BaseModel, SecretStr
@@ -159,6 +161,46 @@ def configure(
     for name in _CHATTY:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     return handler
+
+
+class _ConsoleLines:
+    """A stream for the log handler that prints whole lines through a rich console.
+
+    Printed through the console, a line goes above its live progress bar, which is redrawn
+    below it; written to stderr directly, it would land in the middle of the bar.
+    """
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        from rich.text import Text
+
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self.console.print(Text(line), soft_wrap=True, highlight=False)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing waits: every whole line was printed."""
+
+
+@contextmanager
+def through_console(console: Any) -> Iterator[None]:
+    """Send the mailprobe handler's lines through a rich console while the block runs."""
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if h.get_name() == "mailprobe" and isinstance(h, StreamHandler)
+    ]
+    old = [h.setStream(_ConsoleLines(console)) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, old, strict=True):
+            if stream is not None:
+                handler.setStream(stream)
 
 
 def secret_values(model: Any) -> list[str]:

@@ -124,6 +124,7 @@ class PassReport:
     error: str | None = None
     #: A drop folder's file still changing: a pass in this many seconds will take it.
     wake_in_s: float | None = None
+    run_id: int | None = None  # its row in the run log; None for a pass that was skipped
 
     @property
     def ok(self) -> bool:
@@ -245,7 +246,9 @@ class Pipeline:
             outcome, error = _failure(exc, connector.name)
         # An error text may quote a library that quoted a credential: masked before it is kept.
         error = mask_secrets(error) if error else error
-        report = PassReport(connector.name, outcome, tally.counts(), error, tally.wake_in_s)
+        report = PassReport(
+            connector.name, outcome, tally.counts(), error, tally.wake_in_s, run_id=run_id
+        )
         self.store.finish_run(
             run_id, outcome=outcome, counts=report.counts, error=error, now=self.clock()
         )
@@ -283,9 +286,7 @@ class Pipeline:
     # -- CRM connectors -----------------------------------------------------------------------
 
     async def _crm_pass(self, connector: CrmConnector, tally: _Tally) -> None:
-        if connector.name not in self._prepared:
-            await connector.client.prepare()
-            self._prepared.add(connector.name)
+        await self._prepare(connector)
         await self._pull(connector, tally)
         if not self.stopping:
             await self._retry(connector, tally)
@@ -325,14 +326,34 @@ class Pipeline:
         if cursor is not None:
             self.store.advance_cursor(name, cursor, now=self.clock())
 
-    async def _push(self, connector: CrmConnector, tally: _Tally) -> None:
+    async def _prepare(self, connector: CrmConnector) -> None:
+        if connector.name not in self._prepared:
+            await connector.client.prepare()
+            self._prepared.add(connector.name)
+
+    async def write_back(self, connector: CrmConnector, emails: Sequence[str]) -> RunCounts:
+        """Write the current answer to the contacts holding one of `emails`, as a pass would
+        (only fields whose value changed); return what was written and what failed.
+
+        Holds the connector's pass lock (ConnectorBusy when a pass has it). Not logged as a
+        pass: `mailprobe recheck` reports it.
+        """
+        tally = _Tally()
+        with pass_lock(self.store.path, connector.name):
+            await self._prepare(connector)
+            await self._push(connector, tally, emails=emails)
+        return tally.counts()
+
+    async def _push(
+        self, connector: CrmConnector, tally: _Tally, *, emails: Sequence[str] | None = None
+    ) -> None:
         name = connector.name
         # Sinks with large bulk calls (SendGrid: 30,000 per upsert) say so; one job per batch.
         batch_size = getattr(connector.client, "push_batch", PUSH_BATCH)
         after = 0
         while not self.stopping:
             batch = self.store.contacts_to_write(
-                name, after_id=after, limit=batch_size, now=self.clock()
+                name, after_id=after, limit=batch_size, now=self.clock(), emails=emails
             )
             if not batch:
                 return

@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 from engine.settings import EngineSettings
 
+from .config_advice import describe
 from .errors import ConfigError
 
 DEFAULT_CONFIG = Path("mailprobe.yaml")
@@ -220,6 +221,43 @@ class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+#: What a webhook is told about (notify.events).
+NotifyEvent = Literal["pass_failed", "connector_failing", "connector_recovered", "check_failed"]
+
+
+class NotifySettings(_Section):
+    """Webhook notifications to the operator, signed with HMAC-SHA256."""
+
+    webhook_url: str | None = Field(None, description="Where events are POSTed; none = off.")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (environment).")
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: [
+            "pass_failed",
+            "connector_failing",
+            "connector_recovered",
+            "check_failed",
+        ],
+        description="Events to send.",
+    )
+    failures_in_a_row: int = Field(3, ge=1, description="connector_failing after this many.")
+    timeout_s: float = Field(10.0, gt=0, description="Per delivery attempt.")
+    attempts: int = Field(5, ge=1, description="Delivery attempts before giving up.")
+    backoff_s: float = Field(2.0, ge=0, description="Wait after the first failed attempt.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.strip() if value else None
+
+
+class MetricsSettings(_Section):
+    """A listener for /metrics and /healthz alone, for a daemon whose HTTP API is off."""
+
+    listen: str | None = Field(None, description="host:port, e.g. 127.0.0.1:9108; none = off.")
+
+
 class AppSettings(BaseSettings):
     """Every setting of mailprobe; `load_settings()` builds it from file and environment."""
 
@@ -234,10 +272,12 @@ class AppSettings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     doctor: DoctorSettings = Field(default_factory=DoctorSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
-def _yaml_mapping(path: Path) -> None:
-    """Raise ConfigError unless the file is readable YAML holding a mapping (or nothing)."""
+def _yaml_mapping(path: Path) -> Any:
+    """Return the file's YAML; ConfigError unless it is readable and a mapping (or nothing)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -246,32 +286,24 @@ def _yaml_mapping(path: Path) -> None:
         raise ConfigError(str(path), f"not valid YAML: {exc}".replace("\n", " ")) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(str(path), "the config file must be a mapping of sections") from None
+    return data
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    loc = list(first["loc"])
-    if len(loc) > 3 and loc[0] == "connectors":
-        del loc[2]  # the union's tag (`hubspot`): not a key the user wrote
-    where = ".".join(str(part) for part in loc) or "(top level)"
-    problem = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        problem = "unknown setting (check the spelling against config.example.yaml)"
-    elif first["type"] in ("union_tag_not_found", "union_tag_invalid"):
-        problem = "each connector needs `type: csv`, `type: hubspot` or `type: sendgrid`"
-    more = len(error.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {problem}{tail} [{source}]"
+def config_file(path: Path | None) -> Path | None:
+    """Return the YAML file settings are read from: `path`, else ./mailprobe.yaml if present."""
+    if path is None and DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return path
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
     """Return the settings from `path` (default ./mailprobe.yaml if present) and the environment."""
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
+    path = config_file(path)
+    data = None
     if path is not None:
         if not path.exists():
             raise ConfigError(str(path), "config file not found (mailprobe init writes one)")
-        _yaml_mapping(path)
+        data = _yaml_mapping(path)
     yaml_file = path
 
     class _FromFile(AppSettings):
@@ -291,11 +323,10 @@ def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
                 )
             return tuple(sources)
 
-    source = f"{path} and MAILPROBE_* environment" if path else "MAILPROBE_* environment"
     try:
         return _FromFile(**overrides)
     except ValidationError as exc:
-        raise ConfigError("", _describe(exc, source)) from None
+        raise ConfigError("", describe(exc, path=path, data=data)) from None
     except SettingsError as exc:
         raise ConfigError("", _describe_env(exc)) from None
 

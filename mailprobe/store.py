@@ -168,6 +168,22 @@ class RunCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetCounts:
+    """Rows `forget` deleted, per table."""
+
+    results: int = 0  # answers (one per normalised address)
+    emails: int = 0  # forms of addresses as sources wrote them
+    queue: int = 0  # addresses waiting for verification
+    contacts: int = 0  # CRM contacts holding the address
+    domains: int = 0  # facts about a domain's mail server
+
+    @property
+    def total(self) -> int:
+        """Return how many rows went in all."""
+        return self.results + self.emails + self.queue + self.contacts + self.domains
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectorStatus:
     """One connector as `mailprobe status` shows it."""
 
@@ -276,6 +292,22 @@ _HINTS: tuple[tuple[str, str], ...] = (
 )
 
 
+def path_problem(path: Path) -> str | None:
+    """Return why no store can be at `path` (a folder, or no writable folder to create it in)."""
+    if path.is_dir():
+        return "is a folder; set store.path to a file inside it (e.g. mailprobe.db)"
+    if path.exists():
+        return None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot be created: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be created: {folder} is not writable by this user"
+    return None
+
+
 def _hint(error: BaseException) -> str:
     text = str(error).lower()
     for needle, hint in _HINTS:
@@ -319,6 +351,9 @@ class Store:
             # delete trigger for the row it replaces only with this on. sqlite-utils' Database
             # sets it too, by default; the counts depend on it, so it is said here.
             db.execute("PRAGMA recursive_triggers=ON")
+            # Deleted rows are overwritten, not left in free pages: `mailprobe forget` must
+            # really remove an address. Costs little: mailprobe deletes rarely.
+            db.execute("PRAGMA secure_delete=ON")
             self._migrate(db)
             # Fail now, with a clear message, rather than at the first write of a pass.
             db.execute("BEGIN IMMEDIATE")
@@ -430,36 +465,48 @@ class Store:
         freshness.decide() chooses what is kept (an unknown never replaces a definite answer).
         The address leaves every connector's queue; contacts using it get their fields checked.
         """
+        return self.save_results([result], now=now)[0]
+
+    def save_results(
+        self, results: Sequence[VerificationResult], *, now: datetime
+    ) -> list[Decision]:
+        """Record several verifications as save_result() does, in one transaction: a bulk run
+        pays one commit per batch instead of one per address."""
         with self._write() as conn:
-            previous = self._cached(result.normalized)
-            decision = self.freshness.decide(previous, result, now=now)
-            kept = decision.result
-            conn.execute(
-                "INSERT OR REPLACE INTO results (normalized, result_json, status, reason,"
-                " verified_at, expires_at, attempts, checked_at) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    result.normalized,
-                    json.dumps(kept.to_json(), separators=(",", ":")),
-                    str(kept.status),
-                    str(kept.reason),
-                    _ts(kept.verified_at),
-                    _ts(decision.expires_at),
-                    decision.attempts,
-                    _ts(now),
-                ),
-            )
-            conn.execute(
-                "INSERT OR REPLACE INTO emails (email, normalized) VALUES (?, ?)",
-                (result.email, result.normalized),
-            )
-            conn.execute("DELETE FROM queue WHERE email = ?", (result.email,))
-            # Other raw forms of this address were queued too (enqueue_expired queues every
-            # live contact's raw address), so each gets its own save and marks its contacts.
-            conn.execute(
-                "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
-                (ContactState.TO_WRITE, result.email, ContactState.QUEUED, ContactState.WRITTEN),
-            )
-            self._save_domain(conn, result, now=now)
+            return [self._save(conn, result, now=now) for result in results]
+
+    def _save(
+        self, conn: sqlite3.Connection, result: VerificationResult, *, now: datetime
+    ) -> Decision:
+        previous = self._cached(result.normalized)
+        decision = self.freshness.decide(previous, result, now=now)
+        kept = decision.result
+        conn.execute(
+            "INSERT OR REPLACE INTO results (normalized, result_json, status, reason,"
+            " verified_at, expires_at, attempts, checked_at) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                result.normalized,
+                json.dumps(kept.to_json(), separators=(",", ":")),
+                str(kept.status),
+                str(kept.reason),
+                _ts(kept.verified_at),
+                _ts(decision.expires_at),
+                decision.attempts,
+                _ts(now),
+            ),
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO emails (email, normalized) VALUES (?, ?)",
+            (result.email, result.normalized),
+        )
+        conn.execute("DELETE FROM queue WHERE email = ?", (result.email,))
+        # Other raw forms of this address were queued too (enqueue_expired queues every
+        # live contact's raw address), so each gets its own save and marks its contacts.
+        conn.execute(
+            "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
+            (ContactState.TO_WRITE, result.email, ContactState.QUEUED, ContactState.WRITTEN),
+        )
+        self._save_domain(conn, result, now=now)
         return decision
 
     def _save_domain(self, conn: sqlite3.Connection, result: VerificationResult, *, now: datetime):
@@ -520,6 +567,146 @@ class Store:
             "catch_all": catch_all,
             "checked_at": _dt(row[4]),
         }
+
+    # -- reading out and forgetting results ---------------------------------------------------
+
+    def export_results(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        since: datetime | None = None,
+        batch: int = 1000,
+    ) -> Iterator[Cached]:
+        """Yield stored answers (of `statuses`, verified at or after `since`) by address.
+
+        Read in batches by key, so a big export holds no read transaction open for long.
+        """
+        after = ""
+        wanted = list(statuses)
+        status_filter = f" AND status IN ({','.join('?' * len(wanted))})" if wanted else ""
+        since_filter = " AND verified_at >= ?" if since is not None else ""
+        while True:
+            params: list[Any] = [after, *wanted]
+            if since is not None:
+                params.append(_ts(since))
+            with self._guard():
+                rows = self.db.conn.execute(
+                    "SELECT result_json, expires_at, attempts, normalized FROM results"
+                    f" WHERE normalized > ?{status_filter}{since_filter}"
+                    " ORDER BY normalized LIMIT ?",
+                    (*params, batch),
+                ).fetchall()
+            yield from (_cached_from(row) for row in rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1][3]
+
+    def address_forms(self, normalized: str) -> list[str]:
+        """Return every form of an address the store knows: as sources wrote it, and normalised."""
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT email FROM emails WHERE normalized = ? UNION SELECT ?",
+                (normalized, normalized),
+            ).fetchall()
+        return sorted(row[0] for row in rows)
+
+    def connectors_holding(self, emails: Sequence[str]) -> dict[str, int]:
+        """Return, per connector, how many live contacts hold one of these addresses."""
+        marks = ",".join("?" * len(emails))
+        with self._guard():
+            rows = self.db.conn.execute(
+                f"SELECT connector, count(*) FROM contacts WHERE email IN ({marks})"
+                " AND state IN (?, ?, ?) GROUP BY connector ORDER BY connector",
+                (*emails, *_LIVE),
+            ).fetchall()
+        return dict(rows)
+
+    def contact_email(self, connector: str, external_id: str) -> str | None:
+        """Return the address a contact holds ('' for none), or None without such a contact."""
+        with self._guard():
+            row = self._one(
+                "SELECT email FROM contacts WHERE connector = ? AND external_id = ?",
+                (connector, external_id),
+            )
+        return row[0] if row else None
+
+    def share_result(self, normalized: str, emails: Sequence[str], *, now: datetime) -> None:
+        """Make the stored answer of `normalized` the answer of these forms of it too.
+
+        Their contacts get their fields checked (and written when changed), as save_result()
+        does for the form it was given.
+        """
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO emails (email, normalized) VALUES (?, ?)",
+                [(email, normalized) for email in emails],
+            )
+            conn.executemany("DELETE FROM queue WHERE email = ?", [(e,) for e in emails])
+            conn.executemany(
+                "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
+                [
+                    (ContactState.TO_WRITE, email, ContactState.QUEUED, ContactState.WRITTEN)
+                    for email in emails
+                ],
+            )
+
+    def forget_address(self, email: str, *, normalized: str | None = None) -> ForgetCounts:
+        """Delete all the store holds about one address (every form of it); one transaction.
+
+        Forms are matched without regard to case: for an erasure, deleting a cached answer too
+        many costs one verification, keeping one too many is the failure.
+        """
+        forms = {email, normalized or email}
+        with self._write() as conn:
+            forms |= {row[0] for row in conn.execute(
+                "SELECT email FROM emails WHERE lower(normalized) IN (lower(?), lower(?))",
+                (email, normalized or email),
+            )}  # fmt: skip
+            lowered = sorted({form.strip().lower() for form in forms})
+            marks = ",".join("?" * len(lowered))
+            match = f"lower(trim(email)) IN ({marks})"
+            return self._delete_rows(
+                conn,
+                results=(f"lower(normalized) IN ({marks})", lowered),
+                emails=(f"{match} OR lower(normalized) IN ({marks})", lowered * 2),
+                queue=(match, lowered),
+                contacts=(match, lowered),
+            )
+
+    def forget_domain(self, domain: str) -> ForgetCounts:
+        """Delete all the store holds about every address at a domain, and its facts."""
+        name = domain.strip().lower()
+        with self._write() as conn:
+            return self._delete_rows(
+                conn,
+                results=("mp_domain(normalized) = ?", [name]),
+                emails=("mp_domain(email) = ? OR mp_domain(normalized) = ?", [name, name]),
+                queue=("lower(domain) = ?", [name]),
+                contacts=("mp_domain(email) = ?", [name]),
+                domains=("domain = ?", [name]),
+            )
+
+    def _delete_rows(
+        self, conn: sqlite3.Connection, **where: tuple[str, Sequence[Any]]
+    ) -> ForgetCounts:
+        """Delete the rows each table's condition selects; return how many went per table."""
+        counts = {
+            table: conn.execute(f"DELETE FROM {table} WHERE {condition}", params).rowcount
+            for table, (condition, params) in where.items()
+        }
+        self._domains_written.clear()
+        return ForgetCounts(**counts)
+
+    def scrub(self) -> bool:
+        """Copy the write-ahead log into the database and empty it; True when it is empty now.
+
+        With secure_delete on, forgotten rows are zeroed in the database file; this moves the
+        log's copies of those pages out too. A reader in another process can keep it from
+        completing (False): the log is emptied at its next checkpoint.
+        """
+        with self._guard():
+            busy, _, _ = self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
 
     # -- the queue ----------------------------------------------------------------------------
 
@@ -673,18 +860,26 @@ class Store:
             return self._retire(conn, connector, external_ids)
 
     def contacts_to_write(
-        self, connector: str, *, after_id: int = 0, limit: int = 100, now: datetime
+        self,
+        connector: str,
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        now: datetime,
+        emails: Sequence[str] | None = None,
     ) -> list[ContactToWrite]:
-        """Return contacts whose result arrived (fields may differ), by id after `after_id`."""
+        """Return contacts whose result arrived (fields may differ), by id after `after_id`;
+        only those holding one of `emails` when given (`mailprobe recheck`)."""
+        only = f" AND c.email IN ({','.join('?' * len(emails))})" if emails is not None else ""
         with self._guard():
             rows = self.db.conn.execute(
                 "SELECT c.id, c.external_id, c.email, c.written_json, c.source_json,"
                 " c.attempts, r.result_json, r.expires_at FROM contacts c"
                 " JOIN emails e ON e.email = c.email JOIN results r ON r.normalized = e.normalized"
                 " WHERE c.connector = ? AND c.state = ? AND c.id > ?"
-                " AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?)"
+                f" AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?){only}"
                 " ORDER BY c.id LIMIT ?",
-                (connector, ContactState.TO_WRITE, after_id, _ts(now), limit),
+                (connector, ContactState.TO_WRITE, after_id, _ts(now), *(emails or ()), limit),
             ).fetchall()
         return [
             ContactToWrite(
@@ -931,6 +1126,17 @@ class Store:
                     run_id,
                 ),
             )
+
+    def recent_outcomes(self, connector: str, *, limit: int) -> list[RunOutcome]:
+        """Return how the connector's last `limit` passes that ran to an end ended (ok, failed,
+        fatal), newest first: stopped and interrupted passes are left out."""
+        with self._guard():
+            rows = self.db.conn.execute(
+                "SELECT outcome FROM runs WHERE connector = ? AND outcome IN (?, ?, ?)"
+                " ORDER BY id DESC LIMIT ?",
+                (connector, RunOutcome.OK, RunOutcome.FAILED, RunOutcome.FATAL, limit),
+            ).fetchall()
+        return [RunOutcome(row[0]) for row in rows]
 
     def interrupt_runs(self, connectors: Iterable[str], *, now: datetime) -> int:
         """Mark passes left `running` by a process that died; return how many."""

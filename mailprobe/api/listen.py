@@ -16,21 +16,28 @@ from ..settings import ApiSettings
 def listen_address(api: ApiSettings) -> tuple[str, int]:
     """Return (host, port) from api.listen; ConfigError for a bad one, or a non-loopback host
     without api.keys (an open verifier on a network is an abuse magnet)."""
-    text = api.listen.strip()
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError("api.listen", f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
-    if not api.keys and not _is_loopback(host):
+    host, port = host_port(api.listen, setting="api.listen")
+    if not api.keys and not is_loopback(host):
         raise ConfigError(
             "api.keys",
             f"refusing to listen on {host} without API keys; set MAILPROBE_API__KEYS='[\"…\"]' "
             "or listen on 127.0.0.1",
         )
+    return host, port
+
+
+def host_port(text: str, *, setting: str) -> tuple[str, int]:
+    """Return (host, port) of a HOST:PORT setting; ConfigError naming `setting` otherwise."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(setting, f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
     return host, int(port_text)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Return True when every address `host` stands for is a loopback address."""
     if host == "localhost":
         return True
     try:
@@ -44,15 +51,15 @@ def _is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Return a listening socket on host:port; ConfigError when it cannot be had."""
+def bind(host: str, port: int, *, setting: str = "api.listen") -> socket.socket:
+    """Return a listening socket on host:port; ConfigError naming `setting` when it cannot be."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ConfigError("api.listen", f"cannot listen on {host}:{port} ({exc})") from None
+        raise ConfigError(setting, f"cannot listen on {host}:{port} ({exc})") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -60,6 +67,6 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            "api.listen", f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+            setting, f"cannot listen on {host}:{port} ({exc.strerror or exc})"
         ) from None
     return sock

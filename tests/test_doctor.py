@@ -7,6 +7,7 @@ answer the credential checks. Nothing leaves loopback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -16,14 +17,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from mailprobe import notify as notify_module
 from mailprobe.cli import main
 from mailprobe.doctor import Outcome, Report, diagnose, preflight_line, run_doctor
-from mailprobe.settings import AppSettings
+from mailprobe.notify import Notifier
+from mailprobe.settings import AppSettings, NotifySettings
 from mailprobe.store import Store
 from tests.fakes.dns import DnsServer, HijackingDns, NxdomainDns, running_dns_server
 from tests.fakes.hubspot import TOKEN, FakeHubSpot
 from tests.fakes.sendgrid import API_KEY, SendGridFake
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server, shared_port
+from tests.fakes.webhook import WebhookReceiver
 from tests.test_probe import socks5_proxy  # noqa: F401 - the SOCKS5 proxy fixture
 
 SOURCE = "127.0.0.1"
@@ -346,3 +350,19 @@ async def test_run_preflight_logs_one_line_and_keeps_the_report(
     assert len(lines) == 1 and "not ready" in lines[0] and "engine.helo_hostname" in lines[0]
     assert kept is not None and kept["summary"] == report.summary()
     assert "port 25" not in {f.check for f in report.findings}  # cheap: no connection
+
+
+async def test_run_preflight_that_fails_notifies_the_operator(
+    world: Settings, tmp_path: Path, webhook_receiver: WebhookReceiver
+) -> None:
+    settings = world(engine={"helo_hostname": "localhost.localdomain"})
+    notify_module.install(Notifier(NotifySettings(webhook_url=webhook_receiver.url)))
+    try:
+        with Store(tmp_path / "state.db") as store:
+            await preflight_line(settings, store)
+            assert await asyncio.to_thread(webhook_receiver.wait_for, 1)
+    finally:
+        notify_module.install(None)
+    assert webhook_receiver.events() == ["check_failed"]
+    checks = webhook_receiver.received[0].json()["details"]["checks"]
+    assert any("engine.helo_hostname" in (c["fix"] or "") for c in checks)

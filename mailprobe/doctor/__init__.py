@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from ..notify import notify
 from ..settings import AppSettings
 from ..store import Store
 from .local import check_api, check_connectors, opened_store
@@ -61,6 +62,9 @@ async def preflight_line(settings: AppSettings, store: Store) -> Report:
     if failed:
         problems = "; ".join(f"{f.check}: {f.found} (fix: {f.fix})" for f in failed)
         log.warning("pre-flight: %s. %s", report.summary(), problems)
+        # Our own side is broken: the operator hears of it before users see unknowns.
+        checks = [{"check": f.check, "found": f.found, "fix": f.fix} for f in failed]
+        notify("check_failed", {"checks": checks}, summary=f"pre-flight: {report.summary()}")
     else:
         log.info("pre-flight: %s", report.summary())
     return report

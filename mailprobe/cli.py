@@ -663,11 +663,23 @@ def config(ctx: click.Context) -> None:
     from .logs import SecretMask, secret_values
 
     settings = _settings(ctx)
-    data = settings.model_dump(mode="json")
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     # SecretStr values dump as ********** already; the mask also hides passwords inside URLs
-    # (engine.smtp.proxy: socks5://user:password@host) and anything shaped like a token.
-    click.echo(SecretMask(secret_values(settings))(text), nl=False)
+    # (engine.smtp.proxy: socks5://user:password@host) and anything shaped like a token. It is
+    # applied to each value before dumping, so the YAML quotes what it left and stays valid.
+    mask = SecretMask(secret_values(settings))
+    data = _masked(settings.model_dump(mode="json"), mask)
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    """Return `value` (the settings as JSON data) with every string passed through `mask`."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: _masked(item, mask) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, mask) for item in value]
+    return value
 
 
 @main.command()

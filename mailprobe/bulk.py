@@ -51,6 +51,7 @@ from connectors.csvdrop import (
 )
 from connectors.fields import FIELD_NAMES, field_values
 from engine import Status, VerificationResult, Verifier
+from engine.untrusted import clean_text
 
 from .errors import InputError
 from .logs import through_console
@@ -126,7 +127,10 @@ def read_input(
     except CsvFileError as exc:
         # The drop folder's message, with the command line's way to name the column.
         text = re.sub(r"(set|fix) email_column", "give --email-column NAME", str(exc))
-        raise InputError(f"input: {text}") from None
+        # The drop folder's notes never quote a file; here the user reads their own file on
+        # their own terminal, so the header helps (control characters removed).
+        shown = clean_text(", ".join(header), limit=300)
+        raise InputError(f"input: {text} (the header is: {shown})") from None
     if not found:  # one address alone on the first line: a plain list after all
         return InputTable(["email"], 0, _plain(itertools.chain([first_line], stream)))
     rows = csv.reader(stream, delimiter=dialect_delimiter)

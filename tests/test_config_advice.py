@@ -66,8 +66,8 @@ def config_error(runner: CliRunner, yaml_text: str | None, **env: str) -> str:
         (
             "engine:\n  smtp:\n    allowed_private_networks: [banana]\n",
             {},
-            "mailprobe: engine.smtp.allowed_private_networks[0]: must be a network in CIDR form "
-            "(10.0.0.0/8 or fd00::/8) (got 'banana'; in m.yaml)",
+            "mailprobe: engine.smtp.allowed_private_networks: 'banana' is not a network: write "
+            "it as 10.0.0.0/8 or fd00::/8 (no host bits set after the prefix) (in m.yaml)",
         ),
         (
             "log:\n  level: LOUD\n",

@@ -251,6 +251,19 @@ def result_of(
     )
 
 
+def result_without_session(
+    email: str, address: Address, verdict: Verdict, *, route: MailRoute | None
+) -> VerificationResult:
+    """Return the result of a parsed address that no session answered: `checks.smtp` is null.
+
+    For the HTTP API's partial answer (unknown/timeout with what is known before the SMTP
+    answer): built by the same result_of as every other result, with its typo suggestion.
+    """
+    job = Job(email, address, started=time.perf_counter())
+    suggestion = suggest_correction(address)
+    return result_of(job, Answer(verdict), route=route, suggestion=suggestion)
+
+
 def _final(reason: Reason, route: MailRoute | None) -> DomainAnswer:
     """Return the answer a whole domain gets for `reason`, without a session."""
     return DomainAnswer(Answer(Verdict.of(reason)), route)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from engine.errors import MailprobeError
+from engine import MailprobeError
 
 from .settings import AppSettings, load_settings
 
@@ -225,7 +225,7 @@ def sync(ctx: click.Context, only: str | None) -> None:
 
 
 def _when(moment: Any) -> str:
-    from engine.result import format_time
+    from engine import format_time
 
     return format_time(moment) if moment is not None else "never"
 

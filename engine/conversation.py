@@ -438,7 +438,9 @@ class SmtpStep:
         Learning the limit keeps the next sessions under it: after "452 too many recipients",
         as many as it answered; after an error limit, one rejection fewer than it allowed, since
         we cannot know which recipients it will reject. Only a limit on our pace (a bare 421,
-        "too many connections", rate limits) also backs the host off (design.md).
+        "too many connections", rate limits) also backs the host off: a size limit is a count
+        to keep under, not a reason to wait (docs/architecture.md, "One address through the
+        engine", step 4).
         """
         answered = [r for _, r in session.rcpt_replies if not is_session_limit(r)]
         if any(is_rate_limit(reply) for reply in limited):
@@ -463,7 +465,7 @@ class SmtpStep:
                 self.throttle.learn_rcpt_limit(session.ip, answered)
             return replace(base, verdict=_error_verdict(session.error))
         if limited:
-            # The reply itself says why (corpus rule 6: a plain limit is temporary_failure;
+            # The reply itself says why (replies.py rule 6: a plain limit is temporary_failure;
             # one justified by our reputation is blocked).
             return replace(base, verdict=classify(Stage.RCPT, limited[0]), reply=limited[0])
         return replace(base, verdict=Verdict.of(Reason.PROTOCOL_ERROR))

@@ -40,7 +40,7 @@ _ROUTE_VERDICTS: dict[RouteKind, Reason] = {
     RouteKind.UNROUTABLE: Reason.UNROUTABLE_MX,
 }
 #: Addresses read ahead of the results the caller has taken: bounds memory on huge inputs.
-_READ_AHEAD = 10_000
+READ_AHEAD = 10_000
 #: Domains whose typo correction is remembered.
 _MAX_CORRECTIONS = 10_000
 #: What a reason says of `checks.smtp.mailbox_exists`; any other reason leaves it unknown.
@@ -100,7 +100,7 @@ class Verifier:
         ahead of what the caller has taken, so memory does not grow with the input. Duplicates
         are verified once.
         """
-        return Run(self, self._step, read_ahead=_READ_AHEAD).results(emails)
+        return Run(self, self._step, read_ahead=READ_AHEAD).results(emails)
 
     async def route(self, domain: str) -> MailRoute:
         """Return the domain's mail route (an A-label); raise DnsError when DNS cannot tell.

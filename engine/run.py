@@ -96,12 +96,7 @@ class Conversations(Protocol):
         ...
 
     async def converse(
-        self,
-        route: MailRoute,
-        jobs: list[Job],
-        *,
-        made_up: str,
-        queue: deque[Job] | None = None,
+        self, route: MailRoute, jobs: list[Job], *, made_up: str, queue: deque[Job] | None = None
     ) -> dict[Job, Answer]:
         """Return an answer for every job (and the queued jobs its first session took)."""
         ...

@@ -37,7 +37,7 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
-class Final:
+class DomainAnswer:
     """The answer every address of a domain gets without a session (no route, disposable...)."""
 
     answer: Answer

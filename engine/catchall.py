@@ -1,6 +1,6 @@
-"""Made-up local parts and what the catch-all probe's answer means for the real recipients.
+"""Made-up local parts and what the made-up address's answer means for the real recipients.
 
-Probe a made-up address first: if the server takes it, a 250 for a real one proves nothing.
+Ask about a made-up address first: if the server takes it, a 250 for a real one proves nothing.
 Pure decisions; the SMTP session happens in probe.py.
 """
 
@@ -15,7 +15,7 @@ from .result import Reason, Status, Verdict
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
-class ProbeOutcome(StrEnum):
+class CatchAllOutcome(StrEnum):
     """What the made-up address's RCPT reply says about the domain."""
 
     REJECTS_UNKNOWN = "rejects_unknown"  # refused as nonexistent: answers can be trusted
@@ -29,28 +29,28 @@ def made_up_local_part(rng: random.Random) -> str:
     return rng.choice(string.ascii_lowercase) + "".join(rng.choices(_ALPHABET, k=13))
 
 
-def probe_outcome(verdict: Verdict) -> ProbeOutcome:
-    """Return what the probe's verdict says about the domain."""
+def catch_all_outcome(verdict: Verdict) -> CatchAllOutcome:
+    """Return what the made-up address's verdict says about the domain."""
     if verdict.status is Status.VALID:
-        return ProbeOutcome.ACCEPTS_ALL
+        return CatchAllOutcome.ACCEPTS_ALL
     if verdict.status is Status.INVALID:
-        return ProbeOutcome.REJECTS_UNKNOWN
+        return CatchAllOutcome.REJECTS_UNKNOWN
     if verdict.reason is Reason.BLOCKED:
-        return ProbeOutcome.BLOCKED
-    return ProbeOutcome.UNDECIDED
+        return CatchAllOutcome.BLOCKED
+    return CatchAllOutcome.UNDECIDED
 
 
-def recipient_verdict(outcome: ProbeOutcome, probe: Verdict, verdict: Verdict) -> Verdict:
-    """Return a recipient's verdict once the probe's outcome is known."""
-    if outcome is ProbeOutcome.BLOCKED:
+def recipient_verdict(outcome: CatchAllOutcome, made_up: Verdict, verdict: Verdict) -> Verdict:
+    """Return a recipient's verdict once the made-up address's outcome is known."""
+    if outcome is CatchAllOutcome.BLOCKED:
         # The server refused us for the made-up address; its other answers may be a policy act.
-        return probe
+        return made_up
     if verdict.status is not Status.VALID:
         # An explicit refusal of this recipient stands whatever the domain does with others.
         return verdict
-    if outcome is ProbeOutcome.ACCEPTS_ALL:
+    if outcome is CatchAllOutcome.ACCEPTS_ALL:
         return Verdict.of(Reason.ACCEPT_ALL)
-    if outcome is ProbeOutcome.UNDECIDED:
-        # Accepted, but we cannot tell a real mailbox from a catch-all yet: the probe's doubt.
-        return probe
+    if outcome is CatchAllOutcome.UNDECIDED:
+        # Accepted, but we cannot tell a real mailbox from a catch-all yet: the made-up's doubt.
+        return made_up
     return verdict

@@ -1,4 +1,4 @@
-"""One batch of a domain's recipients over its MX addresses: sessions, catch-all probe, limits.
+"""One batch of a domain's recipients over its MX addresses: sessions, made-up address, limits.
 
 Owns the SMTP step: which MX address the next session goes to, how many recipients it carries,
 what its replies mean for each recipient once the made-up address has answered, what the hosts'
@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from .answer import Answer, Job
 from .caps import KeyedLimit, registrable_domain, suffixes
-from .catchall import ProbeOutcome, probe_outcome, recipient_verdict
+from .catchall import CatchAllOutcome, catch_all_outcome, recipient_verdict
 from .errors import ProbeConnectError, ProbeError, ProbeTimeout
 from .limits import (
     is_error_limit,
@@ -48,9 +48,9 @@ CATCH_ALL_TTL_S = 3600.0
 _SOMEONE = "someone@example.test"
 _ACCEPTED = Verdict.of(Reason.ACCEPTED)
 _NO_SESSION = Answer(Verdict.of(Reason.CONNECTION_FAILED))
-_CATCH_ALL = {ProbeOutcome.ACCEPTS_ALL: True, ProbeOutcome.REJECTS_UNKNOWN: False}
+_CATCH_ALL = {CatchAllOutcome.ACCEPTS_ALL: True, CatchAllOutcome.REJECTS_UNKNOWN: False}
 
-_Known = tuple[ProbeOutcome, Verdict]  # the catch-all probe's outcome, and its own verdict
+_Known = tuple[CatchAllOutcome, Verdict]  # the made-up address's outcome and its own verdict
 #: Whose catch-all answer: a domain at one MX address (a backup MX may accept everyone).
 _Whose = tuple[str, str]
 
@@ -94,7 +94,7 @@ class SmtpStep:
         self._per_domain = KeyedLimit(smtp.max_sessions_per_domain)
         self._per_registrable = KeyedLimit(smtp.max_sessions_per_registrable_domain)
         suffixes()  # parsed now, not while the first sessions wait for it
-        # (domain, MX address) → the probe's answer and when it expires; LRU-bounded.
+        # (domain, MX address) → the made-up address's answer and when it expires; LRU-bounded.
         self._catch_all: OrderedDict[_Whose, tuple[_Known, float]] = OrderedDict()
         self._verdicts: dict[SmtpReply, Verdict] = {}  # RCPT replies without the recipient
         self._open: Counter[str] = Counter()  # MX address → sessions we hold with it now
@@ -110,8 +110,8 @@ class SmtpStep:
     def session_room(self, route: MailRoute) -> int:
         """Return how many addresses fill the domain's next session on its first MX address."""
         _, ip = self._targets(route)[0]
-        probe = 0 if self._known(route.domain, ip) else 1
-        return max(1, self.throttle.rcpt_limit(ip) - probe)
+        made_up = 0 if self._known(route.domain, ip) else 1
+        return max(1, self.throttle.rcpt_limit(ip) - made_up)
 
     def sessions_for(self, route: MailRoute) -> int:
         """Return how many sessions the domain may use at once: its best hosts', within caps."""
@@ -136,7 +136,7 @@ class SmtpStep:
         """Return the MX addresses to try in order: the least busy most-preferred one first.
 
         Hosts of equal preference share the load (RFC 5321 §5.1); a less preferred host is
-        only a fallback, asked with its own catch-all probe (a backup MX may take anyone).
+        only a fallback, asked with its own made-up address (a backup MX may take anyone).
         """
         targets = mx_addresses(route)
         best = best_addresses(route)
@@ -158,7 +158,7 @@ class SmtpStep:
         route: MailRoute,
         jobs: list[Job],
         *,
-        probe: str,
+        made_up: str,
         queue: deque[Job] | None = None,
     ) -> dict[Job, Answer]:
         """Return an answer for every job: sessions over the MX addresses, best first.
@@ -180,8 +180,9 @@ class SmtpStep:
                 problem, index = deferred, index + 1
                 continue
             patience = self._budget_s(remaining, queue)
+            domain = route.domain
             found = await self._round(
-                route.domain, mx_host, ip, remaining, probe=probe, queue=queue, patience=patience
+                domain, mx_host, ip, remaining, made_up=made_up, queue=queue, patience=patience
             )
             queue = None  # later sessions carry what this conversation took
             answers.update(found.answers)
@@ -237,7 +238,7 @@ class SmtpStep:
         ip: str,
         jobs: list[Job],
         *,
-        probe: str,
+        made_up: str,
         queue: deque[Job] | None = None,
         patience: float | None = None,
     ) -> _Round:
@@ -245,11 +246,11 @@ class SmtpStep:
         try:
             async with self._slot(domain, ip, patience) as slot:
                 known = self._known(domain, ip)
-                asked_probe = None if known else probe  # a known catch-all answer is reused
-                batch = self._batch(ip, jobs, queue, probe=asked_probe is not None)
+                asked = None if known else made_up  # a known catch-all answer is reused
+                batch = self._batch(ip, jobs, queue, made_up=asked is not None)
                 if not batch:
                     return _Round({})
-                session = await self._session(mx_host, ip, batch, probe=asked_probe)
+                session = await self._session(mx_host, ip, batch, made_up=asked)
                 paced = False
                 if session.refusal is not None and is_too_many_connections(session.refusal[1]):
                     paced = self._one_too_many(slot, ip, session.refusal[1])
@@ -257,7 +258,7 @@ class SmtpStep:
             return _Round({}, problem=Answer(_error_verdict(exc), mx_host=mx_host), move_on=True)
         except TooSlow as slow:
             return _Round({}, problem=_rate_limited(mx_host, slow.wait_s), move_on=True)
-        judged = self._judge(domain, session, asked_probe, batch, known)
+        judged = self._judge(domain, session, asked, batch, known)
         return replace(judged, paced=True) if paced else judged
 
     @contextlib.asynccontextmanager
@@ -297,23 +298,23 @@ class SmtpStep:
         return False
 
     def _batch(
-        self, ip: str, jobs: list[Job], queue: deque[Job] | None, *, probe: bool
+        self, ip: str, jobs: list[Job], queue: deque[Job] | None, *, made_up: bool
     ) -> list[Job]:
         """Return the jobs the next session carries, topping `jobs` up from the queue.
 
         Sized when the session starts, not when the jobs were queued: the host's learned limit
         and the catch-all answer are freshest, and the queue has grown while we waited.
         """
-        room = max(1, self.throttle.rcpt_limit(ip) - (1 if probe else 0))
+        room = max(1, self.throttle.rcpt_limit(ip) - (1 if made_up else 0))
         while queue and len(jobs) < room:
             jobs.append(queue.popleft())
         return jobs[:room]
 
     async def _session(
-        self, mx_host: str, ip: str, batch: list[Job], *, probe: str | None
+        self, mx_host: str, ip: str, batch: list[Job], *, made_up: str | None
     ) -> Session:
-        """Return one conversation asking the probe (when given), then each job's address."""
-        recipients = [probe] if probe else []
+        """Return one conversation asking the made-up address (when given), then each job's."""
+        recipients = [made_up] if made_up else []
         recipients += [job.address.normalized for job in batch]
         return await run_session(
             mx_host,
@@ -329,7 +330,7 @@ class SmtpStep:
         self,
         domain: str,
         session: Session,
-        probe: str | None,
+        made_up: str | None,
         batch: list[Job],
         known: _Known | None,
     ) -> _Round:
@@ -347,8 +348,8 @@ class SmtpStep:
             self._learn_limit(session, limited)
         else:
             self.throttle.succeeded(session.ip)
-        if known is None and probe is not None:
-            known = self._probe_answer(domain, session.ip, probe, replies.get(probe))
+        if known is None and made_up is not None:
+            known = self._made_up_answer(domain, session.ip, made_up, replies.get(made_up))
         answers = {} if known is None else self._answers(batch, replies, base, known)
         problem = None
         if len(answers) < len(batch):
@@ -368,8 +369,8 @@ class SmtpStep:
             final=blocked and problem is not None,
         )
 
-    def _probe_answer(
-        self, domain: str, ip: str, probe: str, reply: SmtpReply | None
+    def _made_up_answer(
+        self, domain: str, ip: str, made_up: str, reply: SmtpReply | None
     ) -> _Known | None:
         """Return what the made-up address's reply says of the domain; None: it was not asked.
 
@@ -378,8 +379,8 @@ class SmtpStep:
         """
         if reply is None or is_session_limit(reply):
             return None
-        verdict = self._rcpt_verdict(probe, reply)
-        known = (probe_outcome(verdict), verdict)
+        verdict = self._rcpt_verdict(made_up, reply)
+        known = (catch_all_outcome(verdict), verdict)
         if known[0] in _CATCH_ALL:
             self._remember(domain, ip, known)
         return known
@@ -388,14 +389,14 @@ class SmtpStep:
         self, batch: list[Job], replies: dict[str, SmtpReply], base: Answer, known: _Known
     ) -> dict[Job, Answer]:
         """Return the answers of the batch's recipients the session judged (limits are not)."""
-        outcome, probe_verdict = known
+        outcome, made_up_verdict = known
         answers: dict[Job, Answer] = {}
         for job in batch:
             reply = replies.get(job.address.normalized)
             if reply is None or is_session_limit(reply):
                 continue
             verdict = self._rcpt_verdict(job.address.normalized, reply)
-            verdict = recipient_verdict(outcome, probe_verdict, verdict)
+            verdict = recipient_verdict(outcome, made_up_verdict, verdict)
             answers[job] = replace(
                 base, verdict=verdict, reply=reply, catch_all=_CATCH_ALL.get(outcome)
             )
@@ -437,7 +438,9 @@ class SmtpStep:
         Learning the limit keeps the next sessions under it: after "452 too many recipients",
         as many as it answered; after an error limit, one rejection fewer than it allowed, since
         we cannot know which recipients it will reject. Only a limit on our pace (a bare 421,
-        "too many connections", rate limits) also backs the host off (design.md).
+        "too many connections", rate limits) also backs the host off: a size limit is a count
+        to keep under, not a reason to wait (docs/architecture.md, "One address through the
+        engine", step 4).
         """
         answered = [r for _, r in session.rcpt_replies if not is_session_limit(r)]
         if any(is_rate_limit(reply) for reply in limited):
@@ -462,7 +465,7 @@ class SmtpStep:
                 self.throttle.learn_rcpt_limit(session.ip, answered)
             return replace(base, verdict=_error_verdict(session.error))
         if limited:
-            # The reply itself says why (corpus rule 6: a plain limit is temporary_failure;
+            # The reply itself says why (replies.py rule 6: a plain limit is temporary_failure;
             # one justified by our reputation is blocked).
             return replace(base, verdict=classify(Stage.RCPT, limited[0]), reply=limited[0])
         return replace(base, verdict=Verdict.of(Reason.PROTOCOL_ERROR))

@@ -1,9 +1,11 @@
-"""The mail route of a domain: MX, null MX, implicit MX, unroutable; the only dnspython import.
+"""The mail route of a domain: MX, null MX, implicit MX, unroutable, with its TTL cache.
 
 Owns DNS for the engine: looks up a domain's MX records and each MX host's A and AAAA, decides the
 route kind, keeps only destinations we may contact, and caches answers for their TTL. Every
 dnspython exception is translated into `DnsError` here. It opens no SMTP connection and chooses
-no status: the verifier maps a `RouteKind` to a reason.
+no status: the verifier maps a `RouteKind` to a reason. dnspython is imported here and in
+lookup.py (plain uncached questions) only, each translating its errors at that boundary; the
+doctor's SPF check (mailprobe/doctor/spf.py) hands pyspf a dnspython resolver of its own.
 """
 
 from __future__ import annotations

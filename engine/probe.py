@@ -340,6 +340,12 @@ class _Connection:
         except (*_FAILURES, ValueError) as exc:  # ValueError: a name ssl will not send as SNI
             raise _TlsFailed(str(exc)) from exc
 
+    def local_ip(self) -> str | None:
+        """Return our side's address of the connection (None once it is gone)."""
+        transport = self._protocol.transport
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        return str(local[0]) if local else None
+
     async def quit(self) -> None:
         """Say QUIT, wait briefly for the 221, and close; a server that already left is fine."""
         with contextlib.suppress(*_FAILURES):
@@ -457,7 +463,6 @@ async def greet(
             deadline=asyncio.get_running_loop().time() + smtp.session_timeout_s,
             gate=gate,
         )
-    transport = connection._protocol.transport
-    local = transport.get_extra_info("sockname") if transport is not None else None
+    local = connection.local_ip()
     await connection.quit()
-    return banner, (str(local[0]) if local else None)
+    return banner, local

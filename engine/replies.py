@@ -1,8 +1,8 @@
 """SMTP replies: split a reply into code, enhanced code and text, and say what it means.
 
 Pure: no I/O, no sockets, no logging, no settings. The probe hands over what the server said;
-this module decides what that says about the recipient address, by the rules of
-shared/corpus/README.md, evaluated in order (first match wins):
+this module decides what that says about the recipient address, by these numbered rules,
+evaluated in order (first match wins; `_RULES` below is the table that implements them):
 
     1   2xx                                   -> valid/accepted (at any stage; callers ask at RCPT)
     2   before RCPT, nothing is a verdict on the recipient: an invalid/full answer becomes
@@ -538,7 +538,7 @@ _NOT_A_VERDICT_BEFORE_RCPT = frozenset({_R.MAILBOX_NOT_FOUND, _R.MAILBOX_DISABLE
 
 
 def classify(stage: Stage, reply: SmtpReply) -> Verdict:
-    """Return what this reply says about the recipient address (corpus README rules 0-12)."""
+    """Return what this reply says about the recipient address (the module's rules 0-12)."""
     if 200 <= reply.code < 300:
         return Verdict.of(Reason.ACCEPTED)
     reading = _Reading.of(reply)

@@ -3,8 +3,9 @@
 Owns the scheduling of one verify_many call: how far input is read ahead of the caller, which
 domain queue an address waits in, when a session leaves with the addresses it found, when
 greylisted addresses are asked again, and handing results back in completion order, shared
-with duplicates. It decides no verdict: the verifier parses, routes and builds results, and
-conversation.py asks the servers.
+with duplicates. It decides no verdict: it drives two narrow protocols, `Steps` (the verifier
+parses, routes and builds results) and `Conversations` (conversation.py asks the servers), the
+way dnspython's async resolver drives its I/O-free resolution.
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .answer import INTERNAL_ERROR, Answer, Final, Job
-from .catchall import made_up_local_part
+from .answer import INTERNAL_ERROR, Answer, DomainAnswer, Job
 from .mx import MailRoute
 from .result import Reason, VerificationResult
 from .sanity import ListGuard
-from .settings import GreylistSettings
-
-if TYPE_CHECKING:
-    from .verifier import Verifier
+from .settings import EngineSettings, GreylistSettings
 
 log = logging.getLogger("mailprobe.engine")
 
@@ -59,6 +56,52 @@ class _Queue:
     filled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class Steps(Protocol):
+    """The verifier's steps a Run drives (Verifier implements them); none schedules anything."""
+
+    settings: EngineSettings
+
+    def parse(self, email: str) -> Job | VerificationResult:
+        """Return the job for an address, or its final result when its syntax is invalid."""
+        ...
+
+    async def plan(
+        self, domain: str, *, guard: ListGuard | None = None
+    ) -> MailRoute | DomainAnswer:
+        """Return the route to ask the domain's MX over, or the answer that needs no session."""
+        ...
+
+    def made_up_address(self, domain: str) -> str:
+        """Return an address at the domain that no one has (the catch-all question)."""
+        ...
+
+    def result(self, job: Job, answer: Answer, *, route: MailRoute | None) -> VerificationResult:
+        """Return the contract result for one job from its answer and the domain's facts."""
+        ...
+
+
+class Conversations(Protocol):
+    """The SMTP step a Run drives (conversation.SmtpStep implements it)."""
+
+    def sessions_for(self, route: MailRoute) -> int:
+        """Return how many sessions the domain may use at once."""
+        ...
+
+    def session_room(self, route: MailRoute) -> int:
+        """Return how many addresses fill the domain's next session."""
+        ...
+
+    def knows_catch_all(self, route: MailRoute) -> bool:
+        """Return True once the domain's catch-all answer is known."""
+        ...
+
+    async def converse(
+        self, route: MailRoute, jobs: list[Job], *, made_up: str, queue: deque[Job] | None = None
+    ) -> dict[Job, Answer]:
+        """Return an answer for every job (and the queued jobs its first session took)."""
+        ...
+
+
 class Run:
     """One verify_many call: queues addresses per domain, drains the queues, hands results back.
 
@@ -70,9 +113,9 @@ class Run:
     in flight, or of one answered among the last _RECENT_ANSWERS that took a session.
     """
 
-    def __init__(self, verifier: Verifier, *, read_ahead: int) -> None:
-        self._verifier = verifier
-        self._step = verifier._step
+    def __init__(self, steps: Steps, smtp: Conversations, *, read_ahead: int) -> None:
+        self._steps = steps
+        self._smtp = smtp
         self._window = asyncio.Semaphore(read_ahead)  # released as the caller takes results
         self._results: asyncio.Queue[_Item] = asyncio.Queue()
         self._queues: dict[tuple[str, bool], _Queue] = {}
@@ -81,11 +124,11 @@ class Run:
         # whole input's answers would grow with it).
         self._recent: OrderedDict[str, VerificationResult] = OrderedDict()
         self._input_done = False
-        self._guard = ListGuard(verifier.settings.dns)  # DNS verdicts wait for its judgement
+        self._guard = ListGuard(steps.settings.dns)  # DNS verdicts wait for its judgement
         self._tasks: asyncio.TaskGroup | None = None
-        smtp = verifier.settings.smtp
-        self._batch = smtp.max_rcpt_per_session
-        self._max_workers = smtp.max_sessions_per_host  # until the domain's route is known
+        limits = steps.settings.smtp
+        self._batch = limits.max_rcpt_per_session
+        self._max_workers = limits.max_sessions_per_host  # until the domain's route is known
 
     async def results(
         self, emails: Iterable[str] | AsyncIterable[str]
@@ -118,7 +161,7 @@ class Run:
                     if self._window.locked():
                         self._guard.release()  # held DNS verdicts fill the window: judge now
                     await self._window.acquire()
-                    self._add(self._verifier._job(email))
+                    self._add(self._steps.parse(email))
                 self._input_done = True
                 self._guard.input_ended()
                 for queue in self._queues.values():
@@ -187,21 +230,21 @@ class Run:
         """Answer the queue's jobs that need no session, or run one conversation for a batch."""
         taken: list[Job] = []
         try:
-            plan = await self._verifier._plan(queue.domain, guard=self._guard)
-            if isinstance(plan, Final):
+            plan = await self._steps.plan(queue.domain, guard=self._guard)
+            if isinstance(plan, DomainAnswer):
                 taken += queue.jobs
                 queue.jobs.clear()
                 for job in taken:
                     self._finish(job, plan.answer, plan.route)
                 return
             # A domain's equal-preference MX hosts share its sessions (RFC 5321 §5.1).
-            if (most := self._step.sessions_for(plan)) != queue.most:
+            if (most := self._smtp.sessions_for(plan)) != queue.most:
                 queue.most = most
                 self._staff(queue)
             await self._linger(queue, plan)
-            probe = f"{made_up_local_part(self._verifier._rng)}@{plan.domain}"
-            answers = await self._step.converse(plan, taken, probe=probe, queue=queue.jobs)
-            self._settle(plan, taken, answers, probe=probe)
+            made_up = self._steps.made_up_address(plan.domain)
+            answers = await self._smtp.converse(plan, taken, made_up=made_up, queue=queue.jobs)
+            self._settle(plan, taken, answers, made_up=made_up)
         except Exception:
             log.exception("internal error verifying %d address(es)", len(taken) or 1)
             if not taken and queue.jobs:
@@ -212,11 +255,11 @@ class Run:
 
     async def _linger(self, queue: _Queue, route: MailRoute) -> None:
         """Wait until the queue fills a session, the input ends, or its oldest job waited enough."""
-        queue.want = self._step.session_room(route)
+        queue.want = self._smtp.session_room(route)
         if not queue.jobs or len(queue.jobs) >= queue.want or self._input_done:
             return  # empty: another worker of the domain took them while we looked up the route
         queue.filled.clear()
-        linger = _LINGER_S if self._step.knows_catch_all(route) else _FIRST_LINGER_S
+        linger = _LINGER_S if self._smtp.knows_catch_all(route) else _FIRST_LINGER_S
         wait = queue.jobs[0].started + linger - time.perf_counter()
         if wait > 0:
             with contextlib.suppress(TimeoutError):
@@ -224,7 +267,7 @@ class Run:
                     await queue.filled.wait()
 
     def _settle(
-        self, route: MailRoute, jobs: list[Job], answers: dict[Job, Answer], *, probe: str
+        self, route: MailRoute, jobs: list[Job], answers: dict[Job, Answer], *, made_up: str
     ) -> None:
         """Deliver the answered jobs; greylisted ones are asked again later by a task of theirs."""
         greylisted = [job for job in jobs if answers[job].verdict.reason is Reason.GREYLISTED]
@@ -233,19 +276,19 @@ class Run:
                 self._finish(job, answers[job], route)
         if greylisted:
             assert self._tasks is not None
-            self._tasks.create_task(self._retry(route, greylisted, answers, probe=probe))
+            self._tasks.create_task(self._retry(route, greylisted, answers, made_up=made_up))
 
     async def _retry(
-        self, route: MailRoute, jobs: list[Job], answers: dict[Job, Answer], *, probe: str
+        self, route: MailRoute, jobs: list[Job], answers: dict[Job, Answer], *, made_up: str
     ) -> None:
         """Ask greylisted jobs again after the server's delay while max_wait_s allows; deliver."""
-        greylist = self._verifier.settings.greylist
+        greylist = self._steps.settings.greylist
         # max_wait_s counts from the first greylisting, not from when the address was read:
         # waiting for a busy host's slot is not waiting for the greylist.
         deadline = time.monotonic() + greylist.max_wait_s
         pending = jobs
         # One made-up address for every try: greylisting keys on (client, sender, recipient), so
-        # a fresh probe on each retry would be greylisted afresh and keep the batch undecided.
+        # a fresh one on each retry would be greylisted afresh and keep the batch undecided.
         try:
             for attempt in itertools.count():
                 delay = _greylist_delay(greylist, [answers[job] for job in pending], attempt)
@@ -253,7 +296,7 @@ class Run:
                     break
                 log.info("greylisted, retrying", extra={"domain": route.domain, "delay_s": delay})
                 await asyncio.sleep(delay)
-                answers.update(await self._step.converse(route, pending, probe=probe))
+                answers.update(await self._smtp.converse(route, pending, made_up=made_up))
                 pending = [j for j in pending if answers[j].verdict.reason is Reason.GREYLISTED]
                 if not pending:
                     break
@@ -265,7 +308,7 @@ class Run:
 
     def _finish(self, job: Job, answer: Answer, route: MailRoute | None) -> None:
         """Deliver the result the verifier builds from the job's answer and its domain's route."""
-        self._deliver(job, self._verifier._result(job, answer, route=route))
+        self._deliver(job, self._steps.result(job, answer, route=route))
 
     def _deliver(self, job: Job, result: VerificationResult) -> None:
         """Queue the result for the job and every duplicate of its address."""

@@ -45,8 +45,6 @@ class _HostState:
     waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
     next_start: float = 0.0  # monotonic time before which no new session starts
     strikes: int = 0  # consecutive "too many" answers, for the back-off
-    opened: int = 0
-    peak_active: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rcpt_rate: int | None = None  # recipients per window the host takes, once it said so
     session_rate: int | None = None  # sessions per window, once it said so
@@ -134,8 +132,6 @@ class HostThrottle:
                 interval = self._settings.min_session_interval_ms / 1000
                 state.next_start = max(state.next_start, time.monotonic() + interval)
                 state.started.append(time.monotonic())
-            state.opened += 1
-            state.peak_active = max(state.peak_active, state.active)
             yield Slot(state)
         finally:
             state.active -= 1
@@ -252,21 +248,3 @@ class HostThrottle:
         """Return the sessions held or waited for with the host, to spread load over hosts."""
         state = self._hosts.get(ip)
         return 0 if state is None else state.active + len(state.waiting)
-
-    def is_backing_off(self, ip: str) -> bool:
-        """Return True while the host asked us to wait."""
-        return self.wait_s(ip) > 0.001
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        """Return sessions opened, peak concurrency and learned limits per host."""
-        return {
-            ip: {
-                "opened": s.opened,
-                "peak_active": s.peak_active,
-                "session_limit": s.session_limit,
-                "rcpt_limit": s.rcpt_limit,
-                "rcpt_rate": s.rcpt_rate or 0,
-                "session_rate": s.session_rate or 0,
-            }
-            for ip, s in self._hosts.items()
-        }

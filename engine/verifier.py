@@ -1,8 +1,9 @@
 """Verifier: runs the steps for many addresses, grouped by domain, and builds their results.
 
-Steps per address (design.md, "The engine"): syntax → mail route → SMTP up to RCPT, with the
-catch-all probe → classification → enrichment → status, reason, score. Here: parsing, the mail
-route and the answers that need no session, and each address's result; run.py schedules a
+Steps per address (docs/architecture.md, "One address through the engine"): syntax → mail
+route → SMTP up to RCPT, with a made-up address first → classification → enrichment → status,
+reason, score. Here: parsing, the mail route and the answers that need no session, and each
+address's result, as the public steps run.py's `Steps` protocol names; run.py schedules a
 verify_many run, conversation.py is the SMTP step. I/O lives in mx.py and probe.py; decisions in
 replies.py, catchall.py, score.py. Never raises for an address: what we could not find out is
 `unknown`, and a bug is `unknown/internal_error` with its traceback logged.
@@ -18,7 +19,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import UTC, datetime
 
 from . import enrich, score
-from .answer import Answer, Final, Job
+from .answer import Answer, DomainAnswer, Job
+from .catchall import made_up_local_part
 from .conversation import SmtpStep
 from .errors import DnsError
 from .mx import MailRoute, MailRouter, RouteKind
@@ -39,7 +41,7 @@ _ROUTE_VERDICTS: dict[RouteKind, Reason] = {
     RouteKind.UNROUTABLE: Reason.UNROUTABLE_MX,
 }
 #: Addresses read ahead of the results the caller has taken: bounds memory on huge inputs.
-_READ_AHEAD = 10_000
+READ_AHEAD = 10_000
 #: Domains whose typo correction is remembered.
 _MAX_CORRECTIONS = 10_000
 #: What a reason says of `checks.smtp.mailbox_exists`; any other reason leaves it unknown.
@@ -100,7 +102,7 @@ class Verifier:
         ahead of what the caller has taken, so memory does not grow with the input. Duplicates
         are verified once.
         """
-        return Run(self, read_ahead=_READ_AHEAD).results(emails)
+        return Run(self, self._step, read_ahead=READ_AHEAD).results(emails)
 
     async def route(self, domain: str) -> MailRoute:
         """Return the domain's mail route (an A-label); raise DnsError when DNS cannot tell.
@@ -118,7 +120,9 @@ class Verifier:
         """
         return await self._sanity.health(fresh=fresh)
 
-    def _job(self, email: str) -> Job | VerificationResult:
+    # The steps a Run drives (run.Steps): each is one decision or lookup, no scheduling.
+
+    def parse(self, email: str) -> Job | VerificationResult:
         """Return the job for an address, or its final result when its syntax is invalid."""
         started = time.perf_counter()
         parsed = parse_address(email, allow_test_domains=self.settings.syntax.allow_test_domains)
@@ -131,8 +135,13 @@ class Verifier:
             return _contract(email, email.strip(), verdict, checks, started=started)
         return Job(email=email, address=parsed, started=started)
 
-    async def _plan(self, domain: str, *, guard: ListGuard | None = None) -> MailRoute | Final:
-        """Return the route to ask the domain's MX over, or the answer that needs no session."""
+    async def plan(
+        self, domain: str, *, guard: ListGuard | None = None
+    ) -> MailRoute | DomainAnswer:
+        """Return the route to ask the domain's MX over, or the answer that needs no session.
+
+        With a guard (the run's ListGuard), a verdict from DNS alone waits for its judgement.
+        """
         try:
             route = await self.route(domain)
         except DnsError as exc:
@@ -183,7 +192,11 @@ class Verifier:
             return Reason.DNS_ERROR
         return reason
 
-    def _result(self, job: Job, answer: Answer, *, route: MailRoute | None) -> VerificationResult:
+    def made_up_address(self, domain: str) -> str:
+        """Return an address at the domain that no one has, asked before the real recipients."""
+        return f"{made_up_local_part(self._rng)}@{domain}"
+
+    def result(self, job: Job, answer: Answer, *, route: MailRoute | None) -> VerificationResult:
         """Return the contract result for one job from its answer and the domain's facts."""
         suggestion = self._suggestion(job.address)
         return result_of(
@@ -243,9 +256,22 @@ def result_of(
     )
 
 
-def _final(reason: Reason, route: MailRoute | None) -> Final:
+def result_without_session(
+    email: str, address: Address, verdict: Verdict, *, route: MailRoute | None
+) -> VerificationResult:
+    """Return the result of a parsed address that no session answered: `checks.smtp` is null.
+
+    For the HTTP API's partial answer (unknown/timeout with what is known before the SMTP
+    answer): built by the same result_of as every other result, with its typo suggestion.
+    """
+    job = Job(email, address, started=time.perf_counter())
+    suggestion = suggest_correction(address)
+    return result_of(job, Answer(verdict), route=route, suggestion=suggestion)
+
+
+def _final(reason: Reason, route: MailRoute | None) -> DomainAnswer:
     """Return the answer a whole domain gets for `reason`, without a session."""
-    return Final(Answer(Verdict.of(reason)), route)
+    return DomainAnswer(Answer(Verdict.of(reason)), route)
 
 
 def _contract(

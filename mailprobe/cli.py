@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from engine.errors import MailprobeError
+from engine import MailprobeError
 
 from .cli_group import MailprobeGroup, setting
 from .config_advice import file_secret_warnings
@@ -331,7 +331,7 @@ def sync(ctx: click.Context, only: str | None) -> None:
 
 
 def _when(moment: Any) -> str:
-    from engine.result import format_time
+    from engine import format_time
 
     return format_time(moment) if moment is not None else "never"
 

@@ -20,7 +20,7 @@ from connectors.base import FieldValue
 from connectors.csvcolumns import no_address_values, plain_values
 from connectors.csvdrop import CsvTable, unneutralised
 from connectors.fields import field_values
-from engine.result import Action
+from engine import Action
 
 from .freshness import Cached
 from .store import Store

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import MailprobeError
+from engine import MailprobeError
 
 
 class ConfigError(MailprobeError):

@@ -23,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from engine.result import Action, Reason, Status, VerificationResult
-from engine.score import RETRIABLE
+from engine import RETRIABLE, Action, Reason, Status, VerificationResult
 
 from .settings import PolicySettings
 

@@ -44,9 +44,7 @@ from connectors.base import Contact, FieldUpdate, FieldValue, Page, PushReport
 from connectors.csvdrop import CsvFileError, CsvTable, DropFolder
 from connectors.errors import ConnectorError, FatalConnectorError
 from connectors.fields import field_text, field_values, shows_value
-from engine.errors import MailprobeError
-from engine.result import VerificationResult, format_time, parse_time
-from engine.untrusted import clean_text
+from engine import MailprobeError, VerificationResult, clean_text, format_time, parse_time
 
 from .csvoutput import MissingResult, OutputReport, Stopped, due_retries, write_output
 from .errors import StoreError

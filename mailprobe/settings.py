@@ -30,7 +30,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from engine.settings import EngineSettings
+from engine import EngineSettings
 
 from .config_advice import describe
 from .errors import ConfigError

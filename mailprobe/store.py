@@ -30,7 +30,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from connectors.base import Contact
-from engine.result import Reason, VerificationResult
+from engine import Reason, VerificationResult
 
 from .errors import StoreError
 from .freshness import Cached, Decision, Freshness

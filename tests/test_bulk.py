@@ -260,7 +260,7 @@ async def test_a_slow_first_row_holds_csv_output_and_input_reading_stays_bounded
     net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bulk, "MAX_BACKLOG", 100)
-    monkeypatch.setattr(verifier_module, "_READ_AHEAD", 50)
+    monkeypatch.setattr(verifier_module, "READ_AHEAD", 50)
     net.mx("slow.test", ("mx.slow.test", IP1))
     await net.serve(ScriptedSmtp(IP1, latency_ms=100, mailboxes={"john@slow.test"}))
     read = 0

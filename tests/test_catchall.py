@@ -4,7 +4,12 @@ import random
 
 import pytest
 
-from engine.catchall import ProbeOutcome, made_up_local_part, probe_outcome, recipient_verdict
+from engine.catchall import (
+    CatchAllOutcome,
+    catch_all_outcome,
+    made_up_local_part,
+    recipient_verdict,
+)
 from engine.result import Reason, Status, Verdict
 
 ACCEPTED = Verdict.of(Reason.ACCEPTED)
@@ -21,37 +26,37 @@ def test_made_up_local_parts_differ_and_start_with_a_letter() -> None:
 
 
 @pytest.mark.parametrize(
-    ("probe", "outcome"),
+    ("made_up", "outcome"),
     [
-        (ACCEPTED, ProbeOutcome.ACCEPTS_ALL),
-        (NOT_FOUND, ProbeOutcome.REJECTS_UNKNOWN),
-        (Verdict.of(Reason.MAILBOX_DISABLED), ProbeOutcome.REJECTS_UNKNOWN),
-        (BLOCKED, ProbeOutcome.BLOCKED),
-        (GREYLISTED, ProbeOutcome.UNDECIDED),
-        (Verdict.of(Reason.TEMPORARY_FAILURE), ProbeOutcome.UNDECIDED),
+        (ACCEPTED, CatchAllOutcome.ACCEPTS_ALL),
+        (NOT_FOUND, CatchAllOutcome.REJECTS_UNKNOWN),
+        (Verdict.of(Reason.MAILBOX_DISABLED), CatchAllOutcome.REJECTS_UNKNOWN),
+        (BLOCKED, CatchAllOutcome.BLOCKED),
+        (GREYLISTED, CatchAllOutcome.UNDECIDED),
+        (Verdict.of(Reason.TEMPORARY_FAILURE), CatchAllOutcome.UNDECIDED),
     ],
 )
-def test_probe_outcome_from_probe_verdict(probe: Verdict, outcome: ProbeOutcome) -> None:
-    assert probe_outcome(probe) is outcome
+def test_catch_all_outcome_from_made_up_verdict(made_up: Verdict, outcome: CatchAllOutcome) -> None:
+    assert catch_all_outcome(made_up) is outcome
 
 
 def test_accepted_recipient_on_catch_all_domain_is_catch_all() -> None:
-    verdict = recipient_verdict(ProbeOutcome.ACCEPTS_ALL, ACCEPTED, ACCEPTED)
+    verdict = recipient_verdict(CatchAllOutcome.ACCEPTS_ALL, ACCEPTED, ACCEPTED)
     assert (verdict.status, verdict.reason) == (Status.CATCH_ALL, Reason.ACCEPT_ALL)
 
 
 def test_rejected_recipient_on_catch_all_domain_stays_invalid() -> None:
-    assert recipient_verdict(ProbeOutcome.ACCEPTS_ALL, ACCEPTED, NOT_FOUND) == NOT_FOUND
+    assert recipient_verdict(CatchAllOutcome.ACCEPTS_ALL, ACCEPTED, NOT_FOUND) == NOT_FOUND
 
 
-def test_blocked_probe_makes_every_answer_of_the_session_blocked() -> None:
-    assert recipient_verdict(ProbeOutcome.BLOCKED, BLOCKED, ACCEPTED) == BLOCKED
-    assert recipient_verdict(ProbeOutcome.BLOCKED, BLOCKED, NOT_FOUND) == BLOCKED
+def test_blocked_made_up_address_makes_every_answer_of_the_session_blocked() -> None:
+    assert recipient_verdict(CatchAllOutcome.BLOCKED, BLOCKED, ACCEPTED) == BLOCKED
+    assert recipient_verdict(CatchAllOutcome.BLOCKED, BLOCKED, NOT_FOUND) == BLOCKED
 
 
 def test_accepted_recipient_is_valid_when_unknown_addresses_are_rejected() -> None:
-    assert recipient_verdict(ProbeOutcome.REJECTS_UNKNOWN, NOT_FOUND, ACCEPTED) == ACCEPTED
+    assert recipient_verdict(CatchAllOutcome.REJECTS_UNKNOWN, NOT_FOUND, ACCEPTED) == ACCEPTED
 
 
-def test_accepted_recipient_takes_the_probes_doubt_when_the_probe_was_greylisted() -> None:
-    assert recipient_verdict(ProbeOutcome.UNDECIDED, GREYLISTED, ACCEPTED) == GREYLISTED
+def test_accepted_recipient_takes_the_doubt_of_a_greylisted_made_up_address() -> None:
+    assert recipient_verdict(CatchAllOutcome.UNDECIDED, GREYLISTED, ACCEPTED) == GREYLISTED

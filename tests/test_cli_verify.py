@@ -57,14 +57,14 @@ GOOD_MAILBOXES = {
 }
 
 
-def _block_the_probe(recipient: str) -> str:
+def _block_the_made_up_address(recipient: str) -> str:
     if recipient.startswith("john@"):
         return "250 2.1.5 Ok"
     return "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"
 
 
 def _every_rcpt(trick: Trick) -> list[Misbehave]:
-    """Return the trick for the first RCPTs of every session (the probe's included)."""
+    """Return the trick for the first RCPTs of every session (the made-up address's included)."""
     return [Misbehave("RCPT", trick, nth=n) for n in (1, 2, 3, 4)]
 
 
@@ -75,7 +75,7 @@ def _servers() -> list[ScriptedSmtp]:
         GreylistingSmtp(GREY_ONCE, times=1, mailboxes={"john@grey-once.test"}),
         GreylistingSmtp(GREY_ALWAYS, times=100, mailboxes={"john@grey-always.test"}),
         ScriptedSmtp(TARPIT, misbehave=[Misbehave("BANNER", Trick.STALL)]),
-        ScriptedSmtp(BLOCKER, rcpt=_block_the_probe),
+        ScriptedSmtp(BLOCKER, rcpt=_block_the_made_up_address),
         ScriptedSmtp(NO_UTF8, smtputf8=False, mailboxes={"jörg@old.test"}),
         HeloOnlySmtp(HELO_ONLY, mailboxes={"john@helo.test"}),
         ScriptedSmtp(TLS, tls=True, mailboxes={"john@tls.test"}),

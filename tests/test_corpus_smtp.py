@@ -2,9 +2,10 @@
 
 For every row of shared/corpus/smtp-replies.csv a real SMTP session on loopback meets that reply
 at that stage (banner, EHLO and the HELO fallback, MAIL FROM, or RCPT for the real recipient while
-the catch-all probe gets 550 5.1.1), and the Verifier's status and reason must be the row's label.
+the made-up address gets 550 5.1.1), and the Verifier's status and reason must be the row's label.
 tests/test_replies_corpus.py checks the classifier alone; this checks that the verifier around it
-(fallbacks, retries, session limits, the probe) does not change the answer. Skips without shared/.
+(fallbacks, retries, session limits, the made-up address) does not change the answer. Skips
+without shared/.
 
 One DNS server and one SMTP port serve the module: RCPT rows share one server scripted by
 recipient; each row before RCPT has its own server on its own 127.0.3.x address, since a banner
@@ -103,7 +104,7 @@ def corpus() -> Iterator[Corpus]:
     """Start one DNS server and the SMTP servers for every row, in threads, for the module."""
     corpus_file(CSV_NAME)  # skips the module's tests when shared/ is absent
     rcpt_replies = {row.recipient: row.reply() for row in ROWS if row.stage == "rcpt"}
-    # None: the made-up probe falls through to the fake's "550 5.1.1 ... User unknown".
+    # None: the made-up address falls through to the fake's "550 5.1.1 ... User unknown".
     servers = [ScriptedSmtp(RCPT_HOST, rcpt=rcpt_replies.get)]
     hosts: dict[int, str] = {}
     for row in ROWS:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from engine import Reason, Status, Verifier, sanity
+from engine import verifier as verifier_module
 from engine.sanity import ResolverSanity
 from engine.settings import DnsSettings
 from tests.fakes.dns import CANARY, DnsServer, HijackingDns, NxdomainDns, running_dns_server
@@ -144,13 +145,15 @@ async def test_list_guard_leaves_small_runs_alone(net: Net) -> None:
     assert {r.reason for r in results} == {Reason.DOMAIN_NOT_FOUND}
 
 
-async def test_list_guard_judges_when_the_read_ahead_window_fills(net: Net) -> None:
+async def test_list_guard_judges_when_the_read_ahead_window_fills(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Three addresses per domain with a read-ahead of 2: held verdicts must not stall the run.
+    monkeypatch.setattr(verifier_module, "READ_AHEAD", 2)
     verifier = net.verifier()
-    from engine.run import Run
 
     emails = [f"u{k}@gone{n}.test" for n in range(3) for k in range(3)]
-    results = [r async for r in Run(verifier, read_ahead=2).results(emails)]
+    results = [r async for r in verifier.verify_many(emails)]
     assert len(results) == 9 and {r.reason for r in results} == {Reason.DOMAIN_NOT_FOUND}
 
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from engine import Action, DnsError, Status, VerificationResult
+from engine import Action, DnsError, Reason, Status, VerificationResult, Verifier
 from engine import enrich as enrich_module
 from engine import throttle as throttle_module
 from engine.mx import RouteKind
+from engine.run import Steps
 from engine.score import BANDS
 from tests.fakes.dns import DnsServer, running_dns_server
 from tests.fakes.net import IP1, IP2, IP3, TIMEOUT_S, Net, assert_no_message_sent, verify_all
@@ -941,3 +942,11 @@ async def test_verify_leaves_no_task_behind(net: Net) -> None:
     await net.verifier().verify("john@acme.test")
 
     assert asyncio.all_tasks() - before == set()
+
+
+def test_a_run_drives_the_verifiers_public_steps() -> None:
+    verifier: Steps = Verifier()
+    made_up = {verifier.made_up_address("acme.test") for _ in range(50)}
+    assert len(made_up) == 50 and all(a.endswith("@acme.test") for a in made_up)
+    parsed = verifier.parse("not an address")
+    assert isinstance(parsed, VerificationResult) and parsed.reason is Reason.INVALID_SYNTAX

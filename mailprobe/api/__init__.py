@@ -60,7 +60,7 @@ from .requests import (
     validate,
 )
 from .server import GRACEFUL_SHUTDOWN_S, serve, serve_app, start_api
-from .verifications import Answer, Source, Verifications
+from .verifications import CallerAnswer, Source, Verifications
 
 __all__ = [
     "GRACEFUL_SHUTDOWN_S",
@@ -70,9 +70,9 @@ __all__ = [
     "MAX_TIMEOUT_MS",
     "MIN_TIMEOUT_MS",
     "READY_TIMEOUT_S",
-    "Answer",
     "ApiMetrics",
     "BatchRequest",
+    "CallerAnswer",
     "EmailText",
     "KeyRing",
     "MemoryCache",

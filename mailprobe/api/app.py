@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from engine.settings import EngineSettings
-from engine.verifier import Verifier
+from engine import EngineSettings, Verifier
 
 from ..daemon import freshness_for
 from ..settings import AppSettings

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from engine.result import VerificationResult
+from engine import VerificationResult
 
 from ..errors import StoreError
 from ..freshness import Cached, Freshness

@@ -18,9 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from engine.errors import DnsError
-from engine.mx import MailRouter
-from engine.sanity import ResolverHealth, ResolverSanity
+from engine import DnsError, MailRouter, ResolverHealth, ResolverSanity
 
 from ..errors import StoreError
 from ..settings import AppSettings

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from connectors.fields import REASON_LABELS
-from engine.result import Reason
+from engine import Reason
 
 from ..store import PassRecord, RunOutcome
 from .charts import Series, e, fill_defs, legend, meter_rows, share_bar, stacked_columns, swatch

@@ -16,11 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from engine.errors import DnsError
-from engine.mx import MailRoute
-from engine.result import VerificationResult
-from engine.syntax import Address, parse_address
-from engine.verifier import Verifier
+from engine import Address, DnsError, MailRoute, VerificationResult, Verifier, parse_address
 
 from .cache import ResultCache
 from .metrics import ApiMetrics
@@ -44,7 +40,7 @@ class Source(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class CallerAnswer:
     """One address's answer to a caller."""
 
     result: VerificationResult
@@ -66,7 +62,7 @@ class _Outcome:
 
 
 @dataclass(slots=True, eq=False)
-class _Job:
+class _Pending:
     """One normalised address being answered; every request for it shares `outcome`."""
 
     email: str
@@ -75,7 +71,7 @@ class _Job:
     route: asyncio.Task[MailRoute | None] | None = None
 
 
-def _known_route(job: _Job) -> MailRoute | None:
+def _known_route(job: _Pending) -> MailRoute | None:
     """Return the job's mail route if its lookup has finished, else None."""
     lookup = job.route
     if lookup is None or not lookup.done() or lookup.cancelled() or lookup.exception():
@@ -83,7 +79,7 @@ def _known_route(job: _Job) -> MailRoute | None:
     return lookup.result()
 
 
-def _stop_route(job: _Job) -> None:
+def _stop_route(job: _Pending) -> None:
     """Cancel the job's mail route lookup: a settled job needs no partial answer."""
     if job.route is not None and not job.route.done():
         job.route.cancel()  # the router shields its lookups: the verifier's go on
@@ -97,7 +93,7 @@ class Verifications:
         self._cache = cache
         self._metrics = metrics
         self._allow_test = verifier.settings.syntax.allow_test_domains
-        self._jobs: dict[str, _Job] = {}
+        self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -105,13 +101,13 @@ class Verifications:
     @property
     def in_flight(self) -> int:
         """Return how many addresses are being looked up or verified now."""
-        return len(self._jobs)
+        return len(self._pending)
 
     async def wait_idle(self) -> None:
         """Return once no verification is in flight (its answer is in the cache by then)."""
         await self._idle.wait()
 
-    async def answer(self, emails: Sequence[str], *, timeout_s: float) -> list[Answer]:
+    async def answer(self, emails: Sequence[str], *, timeout_s: float) -> list[CallerAnswer]:
         """Return one answer per address, in order, within `timeout_s` of waiting for SMTP."""
         started = time.perf_counter()
         parsed = [
@@ -121,10 +117,10 @@ class Verifications:
         waiting = {job.outcome for job, _ in claims.values() if not job.outcome.done()}
         if waiting:
             await asyncio.wait(waiting, timeout=timeout_s)
-        answers: list[Answer] = []
+        answers: list[CallerAnswer] = []
         for email, address in parsed:
             if not isinstance(address, Address):
-                answers.append(Answer(await self._verifier.verify(email), Source.SYNTAX))
+                answers.append(CallerAnswer(await self._verifier.verify(email), Source.SYNTAX))
                 continue
             job, joined = claims[address.normalized]
             answers.append(self._answer_of(email, job, joined=joined, started=started))
@@ -132,31 +128,33 @@ class Verifications:
             self._metrics.answers.labels(answer.source).inc()
         return answers
 
-    def _answer_of(self, email: str, job: _Job, *, joined: bool, started: float) -> Answer:
+    def _answer_of(
+        self, email: str, job: _Pending, *, joined: bool, started: float
+    ) -> CallerAnswer:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         if not job.outcome.done():
             result = partial_result(
                 email, job.address, _known_route(job), elapsed_ms=elapsed_ms, now=_now()
             )
-            return Answer(result, Source.PARTIAL)
+            return CallerAnswer(result, Source.PARTIAL)
         outcome = job.outcome.result()  # an engine bug raises here: a 500, as it should
         result = replace(outcome.result, email=email, response_time_ms=elapsed_ms)
         if outcome.cached:
-            return Answer(result, Source.CACHE)
-        return Answer(result, Source.JOINED if joined else Source.VERIFIED)
+            return CallerAnswer(result, Source.CACHE)
+        return CallerAnswer(result, Source.JOINED if joined else Source.VERIFIED)
 
-    def _claim(self, wanted: Iterable[tuple[str, Address]]) -> dict[str, tuple[_Job, bool]]:
+    def _claim(self, wanted: Iterable[tuple[str, Address]]) -> dict[str, tuple[_Pending, bool]]:
         """Return each address's job and whether it was already in flight; start the new ones."""
         loop = asyncio.get_running_loop()
-        claims: dict[str, tuple[_Job, bool]] = {}
-        new: list[_Job] = []
+        claims: dict[str, tuple[_Pending, bool]] = {}
+        new: list[_Pending] = []
         for email, address in wanted:
             key = address.normalized
             if key in claims:
                 continue
-            job = self._jobs.get(key)
+            job = self._pending.get(key)
             if job is None:
-                job = self._new_job(email, address)
+                job = self._new_pending(email, address)
                 new.append(job)
                 claims[key] = (job, False)
             else:
@@ -168,18 +166,18 @@ class Verifications:
             task.add_done_callback(self._tasks.discard)
         return claims
 
-    def _new_job(self, email: str, address: Address) -> _Job:
+    def _new_pending(self, email: str, address: Address) -> _Pending:
         outcome: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
         # Mark a failure retrieved even when every waiter has given up on it.
         outcome.add_done_callback(lambda done: done.cancelled() or done.exception())
-        job = _Job(email, address, outcome)
-        self._jobs[address.normalized] = job
+        job = _Pending(email, address, outcome)
+        self._pending[address.normalized] = job
         return job
 
-    async def _run(self, jobs: list[_Job]) -> None:
-        """Answer the jobs from the cache, else verify them together; settle every one."""
+    async def _run(self, jobs: list[_Pending]) -> None:
+        """Answer the addresses from the cache, else verify them together; settle every one."""
         try:
-            misses: list[_Job] = []
+            misses: list[_Pending] = []
             for job in jobs:
                 hit = await self._cache.fresh(job.address.normalized, now=_now())
                 if hit is None:
@@ -203,7 +201,7 @@ class Verifications:
                     job.outcome.set_exception(RuntimeError("the engine gave no answer"))
                 self._forget(job)
 
-    async def _verify(self, jobs: list[_Job]) -> None:
+    async def _verify(self, jobs: list[_Pending]) -> None:
         """Verify addresses in one engine run (one domain's addresses share sessions)."""
         by_key = {job.address.normalized: job for job in jobs}
         for job in jobs:
@@ -228,16 +226,16 @@ class Verifications:
         except DnsError:
             return None
 
-    def _settle(self, job: _Job, outcome: _Outcome) -> None:
+    def _settle(self, job: _Pending, outcome: _Outcome) -> None:
         job.outcome.set_result(outcome)
         _stop_route(job)
 
-    def _forget(self, job: _Job) -> None:
+    def _forget(self, job: _Pending) -> None:
         """Drop a settled job (after its answer is saved, so a new request finds it cached)."""
-        if self._jobs.get(job.address.normalized) is job:
-            del self._jobs[job.address.normalized]
+        if self._pending.get(job.address.normalized) is job:
+            del self._pending[job.address.normalized]
         _stop_route(job)
-        if not self._jobs:
+        if not self._pending:
             self._idle.set()
 
     async def aclose(self) -> None:

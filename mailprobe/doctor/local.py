@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from connectors.errors import ConnectorError, RetriableConnectorError
-from engine.errors import MailprobeError
+from engine import MailprobeError
 
 from ..errors import ConfigError, StoreError
 from ..migrations import KNOWN

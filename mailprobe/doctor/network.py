@@ -12,11 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from engine.errors import DnsError, ProbeError
-from engine.lookup import Lookup, Records
-from engine.probe import greet
-from engine.sanity import ResolverSanity
-from engine.settings import EngineSettings
+from engine import DnsError, EngineSettings, Lookup, ProbeError, Records, ResolverSanity, greet
 
 from .report import Finding, Outcome
 from .spf import check_spf

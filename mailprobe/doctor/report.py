@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from engine.result import format_time
+from engine import format_time
 
 
 class Outcome(StrEnum):

@@ -150,9 +150,7 @@ def open_input(
         return InputTable(["email"], 0, rows, total=len(addresses)), None
     if path == "-":
         return _read_file(_spooled_stdin(), "stdin", count=False, email_column=email_column)
-    return _read_file(
-        Path(path), path, count=os.path.isfile(path), email_column=email_column
-    )
+    return _read_file(Path(path), path, count=os.path.isfile(path), email_column=email_column)
 
 
 def _read_file(

@@ -63,6 +63,7 @@ PUSH_BATCH = 100
 #: Wait before writing again to a record the sink refused.
 WRITE_RETRY = timedelta(minutes=15)
 
+
 def utc_now() -> datetime:
     """Return the current time, aware, in UTC."""
     return datetime.now(UTC)
@@ -141,8 +142,6 @@ class _Tally:
 
     def counts(self) -> RunCounts:
         return RunCounts(self.pulled, self.queued, self.verified, self.written, self.failed)
-
-
 
 
 def changed_fields(contact: ContactToWrite) -> tuple[dict[str, FieldValue], dict[str, str]]:

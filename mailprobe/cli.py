@@ -230,18 +230,19 @@ async def _with_service(settings: AppSettings, only: str | None, work: Callable[
     """Open the store, connectors and verifier, run `work(store, connectors, verifier)`, close."""
     from engine import Verifier
 
-    from .daemon import open_store
+    from .daemon import freshness_for
+    from .store_async import SQLiteAsyncStore
     from .wiring import build_connectors, close_connectors
 
     connectors = build_connectors(settings, only=only)
-    store = open_store(settings)
+    store = await SQLiteAsyncStore.open(settings.store.path, freshness=freshness_for(settings))
     try:
         verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
         async with verifier:
             return await work(store, connectors, verifier)
     finally:
         await close_connectors(connectors)
-        store.close()
+        await store.aclose()
 
 
 @main.command()

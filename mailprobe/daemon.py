@@ -10,8 +10,8 @@ process exits 0 and the next start resumes.
 A connector that fails is logged and recorded for `mailprobe status`; one that cannot work until
 its configuration changes (bad token) is paused until restart; the others go on.
 
-AsyncIOScheduler runs jobs as tasks on the one event loop the engine, the store and the API
-share: the SQLite connection never crosses threads (the pipeline's file workers open their own).
+AsyncIOScheduler runs jobs as tasks on the one event loop the engine, the store's verbs and the
+API share; the store's SQLite work runs on its own threads (store_async.py), never on the loop.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .freshness import Freshness
 from .pipeline import BulkVerifier, Connector, CrmConnector, CsvDrop, PassReport, Pipeline
 from .settings import AppSettings, interval_seconds
 from .store import RunCounts, RunOutcome, Store
+from .store_async import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def trigger_for(schedule: str) -> BaseTrigger:
 
 
 async def start_api(
-    settings: AppSettings, store: Store, *, verifier: BulkVerifier | None = None
+    settings: AppSettings, store: AsyncStore, *, verifier: BulkVerifier | None = None
 ) -> StopApi | None:
     """Start the HTTP API on this loop when `api.enabled`; return the coroutine that stops it."""
     if not settings.api.enabled:
@@ -77,7 +78,7 @@ async def start_api(
     return await api.start_api(settings, store, verifier=verifier)  # type: ignore[arg-type]
 
 
-async def start_ops(settings: AppSettings, store: Store) -> StopApi | None:
+async def start_ops(settings: AppSettings, store: AsyncStore) -> StopApi | None:
     """Start the /metrics and /healthz listener when `metrics.listen` is set; return its stop."""
     if settings.metrics.listen is None:
         return None
@@ -106,7 +107,7 @@ class Daemon:
         self,
         settings: AppSettings,
         *,
-        store: Store,
+        store: AsyncStore | Store,
         connectors: Mapping[str, Connector],
         verifier: BulkVerifier,
         stop: threading.Event | None = None,
@@ -115,10 +116,10 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.on_pass = on_pass  # told of every finished pass (metrics, tests)
-        self.store = store
         self.connectors = dict(connectors)
         self.stop = stop or threading.Event()
         self.pipeline = Pipeline(store, verifier, stop=self.stop)
+        self.store = self.pipeline.store
         self.retry_interval_s = retry_interval_s
         self.scheduler: AsyncIOScheduler | None = None
         self.reports: list[PassReport] = []  # every pass this process ran, for tests and logs
@@ -156,8 +157,11 @@ class Daemon:
         try:
             await self._wake.wait()
         finally:
-            self.scheduler.shutdown(wait=False)
+            # Passes finish their current step first: shutting the scheduler down cancels the
+            # jobs still running, and a pass's store verbs are awaited.
+            self.scheduler.pause()
             await asyncio.gather(*self._running, return_exceptions=True)
+            self.scheduler.shutdown(wait=False)
             if stop_api is not None:
                 await stop_api()
             if stop_ops is not None:
@@ -220,13 +224,13 @@ class Daemon:
         for name, connector in self.connectors.items():
             if name in self.paused:
                 continue
-            if isinstance(connector, CrmConnector) or self._file_retry_due(name):
+            if isinstance(connector, CrmConnector) or await self._file_retry_due(name):
                 await self._guarded(name, retry_only=True)
 
-    def _file_retry_due(self, name: str) -> bool:
+    async def _file_retry_due(self, name: str) -> bool:
         """Return True when a drop folder has a verified file with rows due for a retry."""
         try:
-            return bool(self.store.csv_files_due(name, now=datetime.now(UTC), limit=1))
+            return bool(await self.store.csv_files_due(name, now=datetime.now(UTC), limit=1))
         except StoreError as exc:
             log.error("store failed: %s", exc, extra={"connector": name})
             self.failure = exc
@@ -282,7 +286,7 @@ class Daemon:
 async def sync_once(
     settings: AppSettings,
     *,
-    store: Store,
+    store: AsyncStore | Store,
     connectors: Mapping[str, Connector],
     verifier: BulkVerifier,
     stop: threading.Event | None = None,

@@ -33,7 +33,15 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -53,6 +61,7 @@ from .errors import StoreError
 from .locks import ConnectorBusy, pass_lock
 from .logs import mask_secrets
 from .store import ContactToWrite, CsvFileRecord, CsvFileState, RunCounts, RunOutcome, Store
+from .store_async import AsyncStore, ResultLookup, SQLiteAsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +199,16 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store,
+        store: AsyncStore | Store,
         verifier: BulkVerifier,
         *,
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.store = store
+        # A plain Store (tests, one-shot tools) gets the async verbs on connections of its own.
+        self.store: AsyncStore = (
+            SQLiteAsyncStore.over(store) if isinstance(store, Store) else store
+        )
         self.verifier = verifier
         self.stop = stop or threading.Event()
         self.clock = clock
@@ -219,7 +231,7 @@ class Pipeline:
         try:
             with pass_lock(self.store.path, connector.name):
                 # Holding the lock, a pass still marked running belongs to a dead process.
-                self.store.interrupt_runs([connector.name], now=self.clock())
+                await self.store.interrupt_runs([connector.name], now=self.clock())
                 return await self._locked_pass(connector, retry_only=retry_only)
         except ConnectorBusy as exc:
             log.warning("pass skipped", extra={"connector": connector.name, "why": str(exc)})
@@ -227,14 +239,14 @@ class Pipeline:
 
     async def _locked_pass(self, connector: Connector, *, retry_only: bool) -> PassReport:
         kind = "retry" if retry_only else "pass"
-        run_id = self.store.start_run(connector.name, kind=kind, now=self.clock())
+        run_id = await self.store.start_run(connector.name, kind=kind, now=self.clock())
         tally = _Tally()
         try:
             await self._run(connector, tally, retry_only=retry_only)
             outcome, error = (RunOutcome.STOPPED if self.stopping else RunOutcome.OK), None
         except StoreError as exc:
             with suppress(StoreError):
-                self.store.finish_run(
+                await self.store.finish_run(
                     run_id,
                     outcome=RunOutcome.FAILED,
                     counts=tally.counts(),
@@ -249,7 +261,7 @@ class Pipeline:
         report = PassReport(
             connector.name, outcome, tally.counts(), error, tally.wake_in_s, run_id=run_id
         )
-        self.store.finish_run(
+        await self.store.finish_run(
             run_id, outcome=outcome, counts=report.counts, error=error, now=self.clock()
         )
         self._log(report, kind)
@@ -293,7 +305,7 @@ class Pipeline:
 
     async def _retry(self, connector: CrmConnector, tally: _Tally) -> None:
         """Queue expired answers of live contacts, verify the queue, write what changed."""
-        tally.queued += self.store.enqueue_expired(connector.name, now=self.clock())
+        tally.queued += await self.store.enqueue_expired(connector.name, now=self.clock())
         tally.verified += await self.verify_queue(connector.name)
         if not self.stopping:
             await self._push(connector, tally)
@@ -301,13 +313,13 @@ class Pipeline:
     async def _pull(self, connector: CrmConnector, tally: _Tally) -> None:
         name, client = connector.name, connector.client
         signpost = self.clock()
-        since = self.store.cursor(name)
+        since = await self.store.cursor(name)
         newest: datetime | None = None
         async with aclosing(_closable(client.pull(since, signpost=signpost))) as pages:
             async for page in pages:
                 cursor = capped(page.cursor, signpost=signpost) if client.is_sorted else None
                 contacts = [_valid_text(contact) for contact in page.contacts]
-                counts = self.store.record_page(
+                counts = await self.store.record_page(
                     name, contacts, retired=page.retired, cursor=cursor, now=self.clock()
                 )
                 tally.pulled += counts.stored
@@ -318,13 +330,13 @@ class Pipeline:
                     return  # an unsorted pull's cursor stays: the next pass reads it all again
         if not client.is_sorted:
             cursor = next_cursor(since, newest, signpost=signpost)
-        elif self.store.cursor(name) is None:
+        elif await self.store.cursor(name) is None:
             # A first pass that found nothing: the next one starts here, not at the backfill.
             cursor = format_time(signpost)
         else:
             cursor = None
         if cursor is not None:
-            self.store.advance_cursor(name, cursor, now=self.clock())
+            await self.store.advance_cursor(name, cursor, now=self.clock())
 
     async def _prepare(self, connector: CrmConnector) -> None:
         if connector.name not in self._prepared:
@@ -352,7 +364,7 @@ class Pipeline:
         batch_size = getattr(connector.client, "push_batch", PUSH_BATCH)
         after = 0
         while not self.stopping:
-            batch = self.store.contacts_to_write(
+            batch = await self.store.contacts_to_write(
                 name, after_id=after, limit=batch_size, now=self.clock(), emails=emails
             )
             if not batch:
@@ -367,20 +379,20 @@ class Pipeline:
                 else:
                     in_sync[contact.external_id] = all_texts
             if in_sync:
-                self.store.mark_written(name, in_sync)
+                await self.store.mark_written(name, in_sync)
             if updates:
                 report = await connector.client.push(updates)
-                self._record_push(name, report, texts, tally)
+                await self._record_push(name, report, texts, tally)
 
-    def _record_push(
+    async def _record_push(
         self,
         name: str,
         report: PushReport,
         texts: Mapping[str, Mapping[str, str]],
         tally: _Tally,
     ) -> None:
-        self.store.mark_written(name, {i: texts[i] for i in report.written if i in texts})
-        self.store.retire(name, report.gone)
+        await self.store.mark_written(name, {i: texts[i] for i in report.written if i in texts})
+        await self.store.retire(name, report.gone)
         reported = {*report.written, *report.gone, *(i for i, _ in report.failed)}
         failed = [
             *report.failed,
@@ -390,7 +402,7 @@ class Pipeline:
             log.warning(
                 "write failed", extra={"connector": name, "external_id": external_id, "error": why}
             )
-        self.store.mark_write_failed(
+        await self.store.mark_write_failed(
             name, [i for i, _ in failed], retry_at=self.clock() + WRITE_RETRY
         )
         tally.written += len(report.written)
@@ -403,7 +415,7 @@ class Pipeline:
         verified = 0
         async with aclosing(self.verifier.verify_many(self._due(connector))) as results:
             async for result in results:
-                self.store.save_result(result, now=self.clock())
+                await self.store.save_result(result, now=self.clock())
                 verified += 1
                 if self.stopping:
                     break
@@ -413,7 +425,7 @@ class Pipeline:
         """Yield queued addresses in (domain, email) order, reading the queue in batches."""
         after: tuple[str, str] | None = None
         while not self.stopping:
-            batch, after = self.store.take_due(
+            batch, after = await self.store.take_due(
                 connector, after=after, limit=QUEUE_BATCH, now=self.clock()
             )
             if after is None:
@@ -463,7 +475,7 @@ class Pipeline:
         except Exception:
             log.exception("file failed", extra={"connector": drop.name, "file": path.name})
             with suppress(OSError):
-                self._fail_file(
+                await self._fail_file(
                     drop,
                     path,
                     None,
@@ -475,7 +487,7 @@ class Pipeline:
     async def _csv_file_steps(self, drop: CsvDrop, path: Path, tally: _Tally) -> None:
         name, folder = drop.name, drop.folder
         info = path.lstat()
-        record = self.store.take_csv_file(
+        record = await self.store.take_csv_file(
             name,
             path.name,
             size=info.st_size,
@@ -488,12 +500,12 @@ class Pipeline:
                 table = folder.open(path)
                 done = await self._verify_file(drop, table, record, tally)
             except CsvFileError as exc:
-                self._fail_file(drop, path, record, str(exc), tally)
+                await self._fail_file(drop, path, record, str(exc), tally)
                 return
             if not done:
                 return
         folder.archive(path)
-        self.store.set_csv_file(record.id, CsvFileState.DONE, now=self.clock())
+        await self.store.set_csv_file(record.id, CsvFileState.DONE, now=self.clock())
         log.info("file done", extra={"connector": name, "file": path.name})
 
     async def _verify_file(
@@ -502,11 +514,11 @@ class Pipeline:
         """Queue, verify and write one file; return True once its output is complete."""
         name = drop.name
         if record.state is CsvFileState.TAKEN:
-            counted = await asyncio.to_thread(self._queue_file, name, table)
+            counted = await self._queue_file(name, table)
             if counted is None:
                 return False
             rows, queued = counted
-            self.store.set_csv_file(
+            await self.store.set_csv_file(
                 record.id, CsvFileState.QUEUED, rows=rows, queued=queued, now=self.clock()
             )
             tally.pulled += rows
@@ -518,12 +530,14 @@ class Pipeline:
         if self.stopping:
             return False
         out = drop.folder.output_path(table.path)
-        report = await asyncio.to_thread(self._write_output, drop, table, out)
+        report = await self.store.with_results(
+            lambda lookup: self._write_output(drop, table, out, lookup)
+        )
         if report is None:
             # Some address lacks a result: queue the file's addresses again on the next pass.
-            self.store.set_csv_file(record.id, CsvFileState.TAKEN, now=self.clock())
+            await self.store.set_csv_file(record.id, CsvFileState.TAKEN, now=self.clock())
             return False
-        self.store.csv_file_written(
+        await self.store.csv_file_written(
             record.id,
             rows=report.rows,
             output=str(out),
@@ -535,7 +549,7 @@ class Pipeline:
         _log_written(name, table.path.name, out, report)
         return True
 
-    def _fail_file(
+    async def _fail_file(
         self,
         drop: CsvDrop,
         path: Path,
@@ -546,7 +560,9 @@ class Pipeline:
         tally.failed += 1  # the pass summary counts failed files; `mailprobe status` names them
         moved = drop.folder.fail(path, reason)
         if record is not None:
-            self.store.set_csv_file(record.id, CsvFileState.FAILED, error=reason, now=self.clock())
+            await self.store.set_csv_file(
+                record.id, CsvFileState.FAILED, error=reason, now=self.clock()
+            )
         log.warning(
             "file failed",
             extra={
@@ -557,45 +573,47 @@ class Pipeline:
             },
         )
 
-    def _queue_file(self, name: str, table: CsvTable) -> tuple[int, int] | None:
-        """Queue a file's distinct addresses (worker thread); return (rows, queued) or None."""
-        rows = queued = 0
-        batch: dict[str, None] = {}  # insertion-ordered set; the queue's key dedups across batches
-        with self._thread_store() as store:
-            for _, email in table.rows():
-                rows += 1
-                if not email:
-                    continue  # an empty cell says "No address" in the output; nothing to verify
-                batch[email] = None
-                if len(batch) >= FILE_BATCH:
-                    if self.stopping:
-                        return None
-                    queued += store.queue_emails(name, batch, now=self.clock())
-                    batch.clear()
-            queued += store.queue_emails(name, batch, now=self.clock())
-        return rows, queued
+    async def _queue_file(self, name: str, table: CsvTable) -> tuple[int, int] | None:
+        """Queue a file's distinct addresses in batches; return (rows, queued) or None if stopped.
 
-    def _write_output(self, drop: CsvDrop, table: CsvTable, out: Path) -> OutputReport | None:
-        """Write a file's output from stored results (worker thread); None if it must wait."""
-        with self._thread_store() as store:
-            try:
-                return write_output(
-                    store, table, out, columns=drop.folder.column_names, stop=self.stop
-                )
-            except Stopped:
-                return None
-            except MissingResult as exc:
-                log.error(
-                    "no stored result for an address of the file; it is queued again",
-                    extra={"file": table.path.name, "email": str(exc)},
-                )
-                return None
+        The file is read in a worker thread, a batch at a time; each batch is one store write.
+        """
+        rows = table.rows()
+        counted = queued = 0
+        try:
+            while True:
+                read, batch = await asyncio.to_thread(_next_batch, rows, FILE_BATCH)
+                counted += read
+                if batch:
+                    queued += await self.store.queue_emails(name, batch, now=self.clock())
+                if read == 0 or len(batch) < FILE_BATCH:
+                    return counted, queued
+                if self.stopping:
+                    return None
+        finally:
+            rows.close()
+
+    def _write_output(
+        self, drop: CsvDrop, table: CsvTable, out: Path, lookup: ResultLookup
+    ) -> OutputReport | None:
+        """Write a file's output from stored results (a store lane's thread); None: it waits."""
+        try:
+            columns = drop.folder.column_names
+            return write_output(lookup, table, out, columns=columns, stop=self.stop)
+        except Stopped:
+            return None
+        except MissingResult as exc:
+            log.error(
+                "no stored result for an address of the file; it is queued again",
+                extra={"file": table.path.name, "email": str(exc)},
+            )
+            return None
 
     # -- drop-folder retries: unknown rows verified again, the output rewritten -----------------
 
     async def _csv_retries(self, drop: CsvDrop, tally: _Tally) -> None:
         """Retry the due unknown rows of verified files and rewrite their outputs."""
-        for record in self.store.csv_files_due(drop.name, now=self.clock()):
+        for record in await self.store.csv_files_due(drop.name, now=self.clock()):
             if self.stopping:
                 return
             await self._rewrite_file(drop, record, tally)
@@ -612,7 +630,9 @@ class Pipeline:
         try:
             table = drop.folder.open(out)
         except CsvFileError as exc:
-            self.store.reschedule_csv_file(record.id, pending=0, retry_at=None, rewritten=False)
+            await self.store.reschedule_csv_file(
+                record.id, pending=0, retry_at=None, rewritten=False
+            )
             log.warning(
                 "%s: its output %s cannot be updated (%s); its %d unknown rows stay as they are",
                 record.name,
@@ -623,41 +643,53 @@ class Pipeline:
             )
             return
         now = self.clock()
-        due = await asyncio.to_thread(self._due_retries, table, now)
-        tally.queued += self.store.queue_emails(name, due, now=now)
+        due = await self.store.with_results(lambda lookup: due_retries(lookup, table, now=now))
+        tally.queued += await self.store.queue_emails(name, due, now=now)
         tally.verified += await self.verify_queue(name)
         if self.stopping:
             return
-        report = await asyncio.to_thread(self._rewrite_output, drop, table, out)
+        report = await self.store.with_results(
+            lambda lookup: self._rewrite_output(drop, table, out, lookup)
+        )
         if report is None:
             return
-        revision = self.store.reschedule_csv_file(
+        revision = await self.store.reschedule_csv_file(
             record.id, pending=report.pending, retry_at=report.retry_at, rewritten=True
         )
         tally.written += report.rows
         _log_rewritten(name, record, out, report, revision=revision, retried=len(due))
 
-    def _due_retries(self, table: CsvTable, now: datetime) -> list[str]:
-        with self._thread_store() as store:
-            return due_retries(store, table, now=now)
+    def _rewrite_output(
+        self, drop: CsvDrop, table: CsvTable, out: Path, lookup: ResultLookup
+    ) -> OutputReport | None:
+        try:
+            return write_output(
+                lookup,
+                table,
+                out,
+                columns=drop.folder.column_names,
+                stop=self.stop,
+                rewriting=True,
+            )
+        except Stopped:
+            return None
 
-    def _rewrite_output(self, drop: CsvDrop, table: CsvTable, out: Path) -> OutputReport | None:
-        with self._thread_store() as store:
-            try:
-                return write_output(
-                    store,
-                    table,
-                    out,
-                    columns=drop.folder.column_names,
-                    stop=self.stop,
-                    rewriting=True,
-                )
-            except Stopped:
-                return None
 
-    def _thread_store(self) -> Store:
-        """Return a new connection to the store for a worker thread (connections stay put)."""
-        return Store(self.store.path, freshness=self.store.freshness)
+def _next_batch(rows: Iterator[tuple[int, str]], size: int) -> tuple[int, list[str]]:
+    """Read rows until `size` new distinct addresses (worker thread); return (rows read, them).
+
+    Distinct within the batch; the queue's key dedups across batches. An empty cell says
+    "No address" in the output: counted, nothing to verify.
+    """
+    read = 0
+    batch: dict[str, None] = {}  # insertion-ordered set
+    for _, email in rows:
+        read += 1
+        if email:
+            batch[email] = None
+            if len(batch) >= size:
+                break
+    return read, list(batch)
 
 
 def _valid_text(contact: Contact) -> Contact:

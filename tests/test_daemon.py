@@ -192,16 +192,17 @@ async def test_store_failure_in_a_pass_stops_the_daemon_with_the_store_error(
     drop_in(tmp_path, "list.csv", [("email",), ("a@x.test",)])
 
     def broken(*args: object, **kwargs: object) -> None:
-        raise StoreError(str(store.path), "is locked by another process")
+        raise StoreError(str(store.path), "cannot grow: the disk is full")
 
-    monkeypatch.setattr(store, "take_csv_file", broken)
+    # Every connection's verb fails (the daemon's store lanes open their own connections).
+    monkeypatch.setattr(Store, "take_csv_file", broken)
     daemon = Daemon(
         settings,
         store=store,
         connectors=build_connectors(settings),
         verifier=FakeVerifier(Clock()),
     )
-    with pytest.raises(StoreError, match="locked"):
+    with pytest.raises(StoreError, match="disk is full"):
         await asyncio.wait_for(daemon.run(), 10)
 
 

@@ -17,7 +17,8 @@ from engine.verifier import Verifier
 from ..daemon import freshness_for
 from ..settings import AppSettings
 from ..store import Store
-from .cache import MemoryCache, ResultCache, StoreCache
+from ..store_async import AsyncStore
+from .cache import MemoryCache, ResultCache, store_cache
 from .dashboard import Dashboard
 from .endpoints import Endpoints
 from .errors import EXCEPTION_HANDLERS
@@ -43,7 +44,10 @@ def _for_api_callers(settings: AppSettings) -> EngineSettings:
 
 
 def create_app(
-    settings: AppSettings, *, verifier: Verifier | None = None, store: Store | None = None
+    settings: AppSettings,
+    *,
+    verifier: Verifier | None = None,
+    store: AsyncStore | Store | None = None,
 ) -> Starlette:
     """Return the API app; it uses `verifier` and `store` when given (the daemon shares its own).
 
@@ -56,7 +60,7 @@ def create_app(
     own_verifier = verifier is None
     engine = verifier or Verifier(engine_settings, role_is_risky=settings.policy.role_is_risky)
     cache: ResultCache = (
-        StoreCache(store) if store is not None else MemoryCache(freshness_for(settings))
+        store_cache(store) if store is not None else MemoryCache(freshness_for(settings))
     )
     metrics = ApiMetrics()
     verifications = Verifications(engine, cache, metrics=metrics)

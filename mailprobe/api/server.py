@@ -22,6 +22,7 @@ from engine.verifier import Verifier
 
 from ..settings import AppSettings
 from ..store import Store
+from ..store_async import AsyncStore
 from .app import create_app
 from .listen import bind, listen_address
 from .requests import MAX_TIMEOUT_MS
@@ -151,7 +152,7 @@ async def serve(
     settings: AppSettings,
     *,
     verifier: Verifier | None = None,
-    store: Store | None = None,
+    store: AsyncStore | Store | None = None,
     shutdown: asyncio.Event | None = None,
 ) -> None:
     """Serve the API on api.listen until SIGTERM/SIGINT, or until `shutdown` is set.
@@ -168,7 +169,10 @@ async def serve(
 
 
 async def start_api(
-    settings: AppSettings, store: Store | None = None, *, verifier: Verifier | None = None
+    settings: AppSettings,
+    store: AsyncStore | Store | None = None,
+    *,
+    verifier: Verifier | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Start the API as a task on this loop (the daemon's hook); return what stops it gracefully.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -12,12 +14,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from connectors.errors import ConnectorAuthError
-from mailprobe.daemon import RETRY_JOB_ID, Daemon, start_api, sync_once, trigger_for
+from mailprobe.daemon import RETRY_JOB_ID, Daemon, sync_once, trigger_for
 from mailprobe.errors import ConfigError, StoreError
 from mailprobe.pipeline import CrmConnector, PassReport
 from mailprobe.settings import AppSettings
 from mailprobe.store import RunOutcome, Store
-from mailprobe.wiring import backfill_since, build_connectors
+from mailprobe.store_async import SQLiteAsyncStore
+from mailprobe.wiring import backfill_since, build_connectors, start_listeners
 from tests.test_pipeline import Clock, FakeCrm, FakeVerifier, crm_with, drop_in
 
 #: Long enough that no second scheduled pass happens during a test.
@@ -239,15 +242,20 @@ def test_backfill_setting_is_where_a_first_hubspot_pass_starts(
     assert backfill_since(backfill, now=datetime(2026, 11, 27, 12, 0, tzinfo=UTC)) == expected
 
 
-async def test_api_hook_is_off_by_default(tmp_path: Path, store: Store) -> None:
-    assert await start_api(settings_for(tmp_path), store) is None
+async def test_no_listener_starts_by_default(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = settings_for(tmp_path)
+    async with SQLiteAsyncStore.over(store) as verbs:
+        stop = await start_listeners(settings, verbs)
+        await stop()
+    assert not [r for r in caplog.records if "http://" in r.getMessage()]
 
 
-async def test_daemon_serves_the_http_api_when_enabled_and_stops_it(
+async def test_http_api_runs_beside_the_daemon_when_enabled_and_stops(
     tmp_path: Path, store: Store
 ) -> None:
-    import socket
-
     import httpx
 
     from engine import EngineSettings, Verifier
@@ -261,19 +269,23 @@ async def test_daemon_serves_the_http_api_when_enabled_and_stops_it(
         api={"enabled": True, "listen": f"127.0.0.1:{port}"},
     )
     passes = Passes()
-    daemon = Daemon(
-        settings,
-        store=store,
-        connectors=build_connectors(settings),
-        verifier=Verifier(EngineSettings()),  # the API needs the real one; no file to verify
-        on_pass=passes,
-    )
-    running = asyncio.create_task(daemon.run())
-    await passes.wait_for(lambda reports: len(reports) >= 1)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        response = await client.get("/healthz")
-    daemon.request_stop()
-    await asyncio.wait_for(running, 20)
+    verifier = Verifier(EngineSettings())  # the API needs the real one; no file to verify
+    async with SQLiteAsyncStore.over(store) as verbs:
+        daemon = Daemon(
+            settings,
+            store=verbs,
+            connectors=build_connectors(settings),
+            verifier=verifier,
+            on_pass=passes,
+        )
+        stop_listeners = await start_listeners(settings, verbs, verifier=verifier)
+        running = asyncio.create_task(daemon.run())
+        await passes.wait_for(lambda reports: len(reports) >= 1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            response = await client.get("/healthz")
+        daemon.request_stop()
+        await asyncio.wait_for(running, 20)
+        await stop_listeners()
     assert response.status_code == 200
-    with socket.socket() as again:  # the port is free again: the API stopped with the daemon
+    with socket.socket() as again:  # the port is free again: the API stopped
         again.bind(("127.0.0.1", port))

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from engine.settings import EngineSettings
 from engine.verifier import Verifier
 
-from ..daemon import freshness_for
+from ..freshness import freshness_for
 from ..settings import AppSettings
 from ..store import Store
 from ..store_async import AsyncStore

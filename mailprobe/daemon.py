@@ -30,8 +30,11 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .crm_pass import CrmConnector
+from .drop_pass import CsvDrop
 from .errors import StoreError
-from .pipeline import BulkVerifier, Connector, CrmConnector, CsvDrop, PassReport, Pipeline
+from .passes import BulkVerifier, PassReport
+from .pipeline import Connector, Pipeline
 from .settings import AppSettings, interval_seconds
 from .store import RunCounts, RunOutcome, Store
 from .store_async import AsyncStore

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from connectors.errors import ConnectorError
 from engine.result import VerificationResult
 
+from .crm_pass import CrmConnector
 from .locks import ConnectorBusy
-from .pipeline import Connector, CrmConnector, Pipeline
+from .pipeline import Connector, Pipeline
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from engine.result import VerificationResult
 from .store import Store
 
 if TYPE_CHECKING:
-    from .pipeline import BulkVerifier
+    from .passes import BulkVerifier
 
 #: Results waiting for the caller: bounds what reading ahead through cached answers can hold.
 _BUFFER = 1000

@@ -27,10 +27,12 @@ from connectors.csvcolumns import Columns
 from connectors.csvdrop import DropFolder
 from engine import Verifier
 
+from .crm_pass import CrmConnector
+from .drop_pass import CsvDrop
 from .errors import ConfigError
 from .freshness import freshness_for
 from .notify import Notifier, install
-from .pipeline import Connector, CrmConnector, CsvDrop
+from .pipeline import Connector
 from .settings import (
     AppSettings,
     ConnectorSettings,

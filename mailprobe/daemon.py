@@ -90,7 +90,6 @@ class Daemon:
         self.store = self.pipeline.store
         self.retry_interval_s = retry_interval_s
         self.scheduler: AsyncIOScheduler | None = None
-        self.reports: list[PassReport] = []  # every pass this process ran, for tests and logs
         self.failure: StoreError | None = None
         self.paused: set[str] = set()
         self._locks = {name: asyncio.Lock() for name in self.connectors}
@@ -194,7 +193,6 @@ class Daemon:
         try:
             async with lock:
                 report = await self.pipeline.run_pass(self.connectors[name], retry_only=retry_only)
-            self.reports.append(report)
             if report.outcome is RunOutcome.FATAL:
                 self._pause(name, report)
             if report.wake_in_s is not None:

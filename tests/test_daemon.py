@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -16,12 +15,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from connectors.errors import ConnectorAuthError
 from mailprobe.daemon import RETRY_JOB_ID, Daemon, sync_once, trigger_for
 from mailprobe.errors import ConfigError, StoreError
-from mailprobe.pipeline import CrmConnector, PassReport
+from mailprobe.pipeline import CrmConnector
 from mailprobe.settings import AppSettings
 from mailprobe.store import RunOutcome, Store
 from mailprobe.store_async import SQLiteAsyncStore
 from mailprobe.wiring import backfill_since, build_connectors, start_listeners
-from tests.test_pipeline import Clock, FakeCrm, FakeVerifier, crm_with, drop_in
+from tests.fakes.pipeline import Clock, FakeCrm, FakeVerifier, Passes, crm_with, drop_in
 
 #: Long enough that no second scheduled pass happens during a test.
 HOURLY = "1h"
@@ -33,24 +32,6 @@ def settings_for(tmp_path: Path, **connectors: dict[str, object]) -> AppSettings
 
 def drop_settings(tmp_path: Path, **extra: object) -> dict[str, object]:
     return {"type": "csv", "folder": tmp_path / "drop", "schedule": HOURLY, **extra}
-
-
-class Passes:
-    """Collects finished passes; a test waits for the ones it needs (an event, not a sleep)."""
-
-    def __init__(self) -> None:
-        self.reports: list[PassReport] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, report: PassReport) -> None:
-        self.reports.append(report)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[list[PassReport]], bool]) -> None:
-        async with asyncio.timeout(20):
-            while not predicate(self.reports):
-                self._changed.clear()
-                await self._changed.wait()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from mailprobe.pipeline import Pipeline
 from mailprobe.settings import AppSettings, PolicySettings
 from mailprobe.store import RunOutcome, Store
 from mailprobe.store_async import SQLiteAsyncStore
-from tests.test_pipeline import Clock, FakeVerifier, csv_drop, drop_in
+from tests.fakes.pipeline import Clock, FakeVerifier, csv_drop, drop_in
 
 #: Holds BEGIN IMMEDIATE on the store until a line arrives on stdin (another process's writer).
 HOLDER = """

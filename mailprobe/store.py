@@ -8,9 +8,9 @@ says what to pull, verify and write. Event-loop callers reach it through store_a
 
 Durability: WAL journal, `synchronous=NORMAL` (a killed process loses no committed transaction;
 only a power cut can lose the last ones), a busy timeout for concurrent connections. Write
-verbs open with `BEGIN IMMEDIATE` so two connections (the daemon and a `sync`, or the pipeline's
-worker threads) wait for each other instead of failing on a stale read snapshot. Any sqlite3
-error leaves as a StoreError whose message says what to do.
+verbs open with `BEGIN IMMEDIATE` so two connections (the daemon and a `sync`) wait for each
+other instead of failing on a stale read snapshot. Any sqlite3 error leaves as a StoreError
+whose message says what to do (StoreBusy when the write lock stayed busy: worth retrying).
 
 Times are stored as TEXT in one format (`_ts`), so text order is time order.
 """

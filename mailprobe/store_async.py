@@ -202,6 +202,32 @@ class _Lane:
         self._pool.shutdown(wait=True)
 
 
+def _on(lane: str, name: str) -> Any:
+    """Return the async verb `name`: the Store verb of that name, run on the lane's thread.
+
+    Arguments that are iterables are taken into a list first: the caller may reuse them while
+    the verb waits. The signatures are AsyncStore's (and Store's); written once, there.
+    """
+
+    async def run(self: SQLiteAsyncStore, *args: Any, **kwargs: Any) -> Any:
+        args = tuple(_taken(a) for a in args)
+        return await getattr(self, lane).call(
+            lambda store: getattr(store, name)(*args, **kwargs)
+        )
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = getattr(Store, name).__doc__
+    return run
+
+
+def _taken(value: Any) -> Any:
+    """Return a one-shot or changing iterable (a generator, a set, a dict's keys) as a list;
+    sequences, mappings and plain values as they are."""
+    if isinstance(value, Sequence | Mapping) or not isinstance(value, Iterable):
+        return value
+    return list(value)
+
+
 def _create(path: Path, freshness: Freshness) -> None:
     """Create or migrate the store and check it can be written (in one thread: sqlite3)."""
     Store(path, freshness=freshness).close()
@@ -253,183 +279,40 @@ class SQLiteAsyncStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # -- results ------------------------------------------------------------------------------
+    # -- the verbs: each runs the Store verb of the same name on its lane -----------------------
 
-    async def save_result(self, result: VerificationResult, *, now: datetime) -> Decision:
-        return await self._writes.call(lambda s: s.save_result(result, now=now))
-
-    async def fresh_result(self, email: str, *, now: datetime) -> VerificationResult | None:
-        return await self._reads.call(lambda s: s.fresh_result(email, now=now))
-
-    async def address_forms(self, normalized: str) -> list[str]:
-        return await self._reads.call(lambda s: s.address_forms(normalized))
-
-    async def share_result(self, normalized: str, emails: Sequence[str], *, now: datetime) -> None:
-        await self._writes.call(lambda s: s.share_result(normalized, emails, now=now))
-
-    async def connectors_holding(self, emails: Sequence[str]) -> dict[str, int]:
-        return await self._reads.call(lambda s: s.connectors_holding(emails))
-
-    # -- the queue ----------------------------------------------------------------------------
-
-    async def queue_emails(self, connector: str, emails: Iterable[str], *, now: datetime) -> int:
-        chosen = list(emails)  # taken now: the caller may reuse its collection meanwhile
-        return await self._writes.call(lambda s: s.queue_emails(connector, chosen, now=now))
-
-    async def enqueue_expired(self, connector: str, *, now: datetime) -> int:
-        return await self._writes.call(lambda s: s.enqueue_expired(connector, now=now))
-
-    async def take_due(
-        self, connector: str, *, after: tuple[str, str] | None, limit: int, now: datetime
-    ) -> tuple[list[QueuedAddress], tuple[str, str] | None]:
-        return await self._writes.call(
-            lambda s: s.take_due(connector, after=after, limit=limit, now=now)
-        )
-
-    # -- contacts and cursors -----------------------------------------------------------------
-
-    async def record_page(
-        self,
-        connector: str,
-        contacts: Sequence[Contact],
-        *,
-        retired: Sequence[str] = (),
-        cursor: str | None = None,
-        now: datetime,
-    ) -> PageCounts:
-        return await self._writes.call(
-            lambda s: s.record_page(connector, contacts, retired=retired, cursor=cursor, now=now)
-        )
-
-    async def contacts_to_write(
-        self,
-        connector: str,
-        *,
-        after_id: int = 0,
-        limit: int = 100,
-        now: datetime,
-        emails: Sequence[str] | None = None,
-    ) -> list[ContactToWrite]:
-        return await self._reads.call(
-            lambda s: s.contacts_to_write(
-                connector, after_id=after_id, limit=limit, now=now, emails=emails
-            )
-        )
-
-    async def mark_written(self, connector: str, written: Mapping[str, Mapping[str, str]]) -> None:
-        await self._writes.call(lambda s: s.mark_written(connector, written))
-
-    async def retire(self, connector: str, external_ids: Sequence[str]) -> int:
-        return await self._writes.call(lambda s: s.retire(connector, external_ids))
-
-    async def mark_write_failed(
-        self, connector: str, external_ids: Sequence[str], *, retry_at: datetime
-    ) -> None:
-        await self._writes.call(
-            lambda s: s.mark_write_failed(connector, external_ids, retry_at=retry_at)
-        )
-
-    async def cursor(self, connector: str, name: str = "updated_at") -> str | None:
-        return await self._reads.call(lambda s: s.cursor(connector, name))
-
-    async def advance_cursor(
-        self, connector: str, value: str, *, name: str = "updated_at", now: datetime
-    ) -> None:
-        await self._writes.call(lambda s: s.advance_cursor(connector, value, name=name, now=now))
-
-    # -- drop-folder files --------------------------------------------------------------------
-
-    async def take_csv_file(
-        self, connector: str, name: str, *, size: int, fingerprint: str, now: datetime
-    ) -> CsvFileRecord:
-        return await self._writes.call(
-            lambda s: s.take_csv_file(connector, name, size=size, fingerprint=fingerprint, now=now)
-        )
-
-    async def set_csv_file(
-        self,
-        file_id: int,
-        state: CsvFileState,
-        *,
-        rows: int | None = None,
-        queued: int | None = None,
-        error: str | None = None,
-        now: datetime,
-    ) -> None:
-        await self._writes.call(
-            lambda s: s.set_csv_file(file_id, state, rows=rows, queued=queued, error=error, now=now)
-        )
-
-    async def csv_file_written(
-        self,
-        file_id: int,
-        *,
-        rows: int,
-        output: str,
-        pending: int,
-        retry_at: datetime | None,
-        now: datetime,
-    ) -> None:
-        await self._writes.call(
-            lambda s: s.csv_file_written(
-                file_id, rows=rows, output=output, pending=pending, retry_at=retry_at, now=now
-            )
-        )
-
-    async def csv_files_due(
-        self, connector: str, *, now: datetime, limit: int = 100
-    ) -> list[CsvFileRecord]:
-        return await self._reads.call(lambda s: s.csv_files_due(connector, now=now, limit=limit))
-
-    async def reschedule_csv_file(
-        self, file_id: int, *, pending: int, retry_at: datetime | None, rewritten: bool
-    ) -> int:
-        return await self._writes.call(
-            lambda s: s.reschedule_csv_file(
-                file_id, pending=pending, retry_at=retry_at, rewritten=rewritten
-            )
-        )
+    save_result = _on("_writes", "save_result")
+    fresh_result = _on("_reads", "fresh_result")
+    address_forms = _on("_reads", "address_forms")
+    share_result = _on("_writes", "share_result")
+    connectors_holding = _on("_reads", "connectors_holding")
+    queue_emails = _on("_writes", "queue_emails")
+    enqueue_expired = _on("_writes", "enqueue_expired")
+    take_due = _on("_writes", "take_due")  # drops addresses answered meanwhile: a write
+    record_page = _on("_writes", "record_page")
+    contacts_to_write = _on("_reads", "contacts_to_write")
+    mark_written = _on("_writes", "mark_written")
+    retire = _on("_writes", "retire")
+    mark_write_failed = _on("_writes", "mark_write_failed")
+    cursor = _on("_reads", "cursor")
+    advance_cursor = _on("_writes", "advance_cursor")
+    take_csv_file = _on("_writes", "take_csv_file")
+    set_csv_file = _on("_writes", "set_csv_file")
+    csv_file_written = _on("_writes", "csv_file_written")
+    csv_files_due = _on("_reads", "csv_files_due")
+    reschedule_csv_file = _on("_writes", "reschedule_csv_file")
+    start_run = _on("_writes", "start_run")
+    finish_run = _on("_writes", "finish_run")
+    interrupt_runs = _on("_writes", "interrupt_runs")
+    recent_outcomes = _on("_reads", "recent_outcomes")
+    status_summary = _on("_reads", "status_summary")
+    check_usable = _on("_reads", "check_usable")  # lock-free: schema read, permissions
+    save_doctor_report = _on("_writes", "save_doctor_report")
 
     async def with_results(self, read: Callable[[ResultLookup], _T]) -> _T:
         """Return `read(lookup)` run on the long-read lane: a blocking pass over a file that
         looks up many answers (a drop file's output), never in front of a cached answer."""
         return await self._long_reads.call(read)
-
-    # -- the run log, health and figures ------------------------------------------------------
-
-    async def start_run(self, connector: str, *, kind: str = "pass", now: datetime) -> int:
-        return await self._writes.call(lambda s: s.start_run(connector, kind=kind, now=now))
-
-    async def finish_run(
-        self,
-        run_id: int,
-        *,
-        outcome: RunOutcome,
-        counts: RunCounts,
-        error: str | None = None,
-        now: datetime,
-    ) -> None:
-        await self._writes.call(
-            lambda s: s.finish_run(run_id, outcome=outcome, counts=counts, error=error, now=now)
-        )
-
-    async def interrupt_runs(self, connectors: Iterable[str], *, now: datetime) -> int:
-        names = list(connectors)
-        return await self._writes.call(lambda s: s.interrupt_runs(names, now=now))
-
-    async def recent_outcomes(self, connector: str, *, limit: int) -> list[RunOutcome]:
-        return await self._reads.call(lambda s: s.recent_outcomes(connector, limit=limit))
-
-    async def status_summary(self, connectors: Iterable[str] = ()) -> StatusSummary:
-        names = list(connectors)
-        return await self._reads.call(lambda s: s.status_summary(names))
-
-    async def check_usable(self) -> None:
-        """Raise StoreError unless the store can be read and its files written; lock-free."""
-        await self._reads.call(lambda s: s.check_usable())
-
-    async def save_doctor_report(self, report: Mapping[str, Any], *, now: datetime) -> None:
-        await self._writes.call(lambda s: s.save_doctor_report(report, now=now))
 
     async def figures(self, read: Callable[[Store], _T]) -> _T:
         """Return `read(store)` (the dashboard's read-only figures) on the long-read lane."""

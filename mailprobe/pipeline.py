@@ -8,15 +8,13 @@ files announced as still being copied).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from functools import cached_property
 
 from .crm_pass import CrmClient, CrmConnector, CrmPasses, capped, changed_fields, next_cursor
 from .drop_pass import CsvDrop, DropPasses
 from .passes import BulkVerifier, PassContext, PassReport, Tally, utc_now
-from .store import RunCounts, Store
-from .store_async import AsyncStore
+from .store import RunCounts
 
 __all__ = [
     "BulkVerifier",
@@ -38,17 +36,15 @@ Connector = CsvDrop | CrmConnector
 class Pipeline(PassContext):
     """Runs connector passes against one store and one verifier."""
 
-    def __init__(
-        self,
-        store: AsyncStore | Store,
-        verifier: BulkVerifier,
-        *,
-        stop: threading.Event | None = None,
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        super().__init__(store, verifier, stop=stop, clock=clock)
-        self.crm = CrmPasses(self)
-        self.drops = DropPasses(self)
+    @cached_property
+    def crm(self) -> CrmPasses:
+        """The CRM passes (they remember which connectors were prepared)."""
+        return CrmPasses(self)
+
+    @cached_property
+    def drops(self) -> DropPasses:
+        """The drop-folder passes (they remember the files announced as still copying)."""
+        return DropPasses(self)
 
     async def run_pass(self, connector: Connector, *, retry_only: bool = False) -> PassReport:
         """Run one pass (or, with `retry_only`, only the due retries) and log it in the store."""

@@ -85,11 +85,11 @@ async def serve_app(
     app: ASGIApp,
     sock: socket.socket,
     *,
-    shutdown: asyncio.Event,
+    shutdown: asyncio.Event | None = None,
     hurry: asyncio.Event | None = None,
 ) -> None:
     """Serve `app` on a listening socket until `shutdown` is set (wiring.py sets it on SIGTERM
-    or SIGINT; `hurry` on a second one: stop at once).
+    or SIGINT; `hurry` on a second one: stop at once); without one, until the process ends.
 
     Stopping is graceful: no new connections, requests in flight finish (within the longest
     timeout_ms), then the app's background verifications are cancelled.
@@ -105,8 +105,10 @@ async def serve_app(
     )
     server = _Server(config)
 
+    stop = shutdown or asyncio.Event()
+
     async def stop_when_asked() -> None:
-        await shutdown.wait()
+        await stop.wait()
         server.should_exit = True
         if hurry is not None:
             await hurry.wait()
@@ -145,7 +147,7 @@ async def serve(
     sock = _listening(settings)
     try:
         app = create_app(settings, verifier=verifier, store=store)
-        await serve_app(app, sock, shutdown=shutdown or asyncio.Event(), hurry=hurry)
+        await serve_app(app, sock, shutdown=shutdown, hurry=hurry)
     finally:
         sock.close()
 

@@ -50,8 +50,7 @@ from connectors.csvdrop import (
     neutralised,
 )
 from connectors.fields import FIELD_NAMES, field_values
-from engine import Status, VerificationResult, Verifier
-from engine.untrusted import clean_text
+from engine import Status, VerificationResult, Verifier, clean_text
 
 from .errors import InputError
 from .logs import through_console

@@ -6,7 +6,6 @@ code 2, never a traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -172,9 +171,9 @@ def _verify_input(
     from engine import Verifier
 
     from .bulk import open_input, run_verify
-    from .daemon import open_store
     from .errors import StoreError
     from .reuse import StoreBacked
+    from .wiring import open_store
 
     with ExitStack() as stack:
         table, stream = open_input(file, addresses, email_column=email_column)
@@ -211,39 +210,6 @@ def _service_logging(ctx: click.Context, settings: AppSettings) -> None:
     configure(level=settings.log.level, fmt=fmt, secrets=secret_values(settings))
 
 
-def _notifier(settings: AppSettings, store: Any) -> Any:
-    """Return the process's notifier (installed for notify() callers), warning when unsigned."""
-    from .logs import secret_values
-    from .notify import Notifier, install
-
-    notifier = Notifier(settings.notify, store=store, secrets=secret_values(settings))
-    install(notifier)
-    if notifier.enabled and settings.notify.secret is None:
-        logging.getLogger("mailprobe.notify").warning(
-            "notify.secret is not set: webhook deliveries are not signed "
-            "(set MAILPROBE_NOTIFY__SECRET)"
-        )
-    return notifier
-
-
-async def _with_service(settings: AppSettings, only: str | None, work: Callable[..., Any]) -> Any:
-    """Open the store, connectors and verifier, run `work(store, connectors, verifier)`, close."""
-    from engine import Verifier
-
-    from .daemon import open_store
-    from .wiring import build_connectors, close_connectors
-
-    connectors = build_connectors(settings, only=only)
-    store = open_store(settings)
-    try:
-        verifier = Verifier(settings.engine, role_is_risky=settings.policy.role_is_risky)
-        async with verifier:
-            return await work(store, connectors, verifier)
-    finally:
-        await close_connectors(connectors)
-        store.close()
-
-
 @main.command()
 @click.pass_context
 @_user_errors
@@ -255,32 +221,39 @@ def run(ctx: click.Context) -> None:
     """
     import asyncio
 
-    from .daemon import Daemon
-
     settings = _settings(ctx)
     _service_logging(ctx, settings)
+    asyncio.run(_run_service(settings))
 
-    async def serve(store: Any, connectors: Any, verifier: Any) -> None:
-        from .doctor import preflight_line
 
-        notifier = _notifier(settings, store)
-        # Beside the daemon, not before it: a dead resolver must not delay the first pass.
-        preflight = asyncio.create_task(preflight_line(settings, store))
+async def _run_service(settings: AppSettings) -> None:
+    """Wire the service, run the daemon with the API beside it until SIGTERM/SIGINT."""
+    import asyncio
+
+    from .daemon import Daemon
+    from .doctor import preflight_line
+    from .wiring import build_notifier, service, start_listeners, stop_signals
+
+    async with service(settings) as wired:
+        notifier = build_notifier(settings, wired.store)
         daemon = Daemon(
             settings,
-            store=store,
-            connectors=connectors,
-            verifier=verifier,
+            store=wired.store,
+            connectors=wired.connectors,
+            verifier=wired.verifier,
             on_pass=notifier.pass_finished,
         )
+        stop_listeners = await start_listeners(settings, wired.store, verifier=wired.verifier)
+        # Beside the daemon, not before it: a dead resolver must not delay the first pass.
+        preflight = asyncio.create_task(preflight_line(settings, wired.store))
         try:
-            await daemon.run()
+            with stop_signals(daemon.request_stop):
+                await daemon.run()
         finally:
             preflight.cancel()
             await asyncio.gather(preflight, return_exceptions=True)
+            await stop_listeners()
             await notifier.aclose()
-
-    asyncio.run(_with_service(settings, None, serve))
 
 
 @main.command()
@@ -296,25 +269,11 @@ def sync(ctx: click.Context, only: str | None) -> None:
     """
     import asyncio
 
-    from .daemon import sync_once
     from .logs import mask_secrets
 
     settings = _settings(ctx)
     _service_logging(ctx, settings)
-
-    async def once(store: Any, connectors: Any, verifier: Any) -> Any:
-        notifier = _notifier(settings, store)
-        try:
-            reports = await sync_once(
-                settings, store=store, connectors=connectors, verifier=verifier
-            )
-            for report in reports:
-                notifier.pass_finished(report)
-            return reports
-        finally:
-            await notifier.aclose(wait_s=notifier.longest_delivery_s)
-
-    reports = asyncio.run(_with_service(settings, only, once))
+    reports = asyncio.run(_sync_service(settings, only))
     for report in reports:
         counts = report.counts
         click.echo(
@@ -384,6 +343,32 @@ def _status_lines(summary: Any) -> list[str]:
     return lines
 
 
+async def _sync_service(settings: AppSettings, only: str | None) -> Any:
+    """Wire the service, run one pass of each connector (SIGTERM/SIGINT: after this step)."""
+    import threading
+
+    from .daemon import sync_once
+    from .wiring import build_notifier, service, stop_signals
+
+    async with service(settings, only=only) as wired:
+        notifier = build_notifier(settings, wired.store)
+        stop = threading.Event()
+        try:
+            with stop_signals(stop.set):
+                reports = await sync_once(
+                    settings,
+                    store=wired.store,
+                    connectors=wired.connectors,
+                    verifier=wired.verifier,
+                    stop=stop,
+                )
+            for report in reports:
+                notifier.pass_finished(report)
+            return reports
+        finally:
+            await notifier.aclose(wait_s=notifier.longest_delivery_s)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 @click.pass_context
@@ -393,9 +378,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     import dataclasses
     import json
 
-    from .daemon import open_store
     from .errors import StoreError
     from .store import path_problem
+    from .wiring import open_store
 
     settings = _settings(ctx)
     path = settings.store.path
@@ -430,9 +415,9 @@ def _doctor_line(report: dict[str, Any] | None) -> str:
 
 def _existing_store(settings: AppSettings) -> Any:
     """Open the store the settings name; StoreError when there is none yet (nothing to read)."""
-    from .daemon import open_store
     from .errors import StoreError
     from .store import path_problem
+    from .wiring import open_store
 
     path = settings.store.path
     problem = path_problem(path)
@@ -574,17 +559,17 @@ def recheck(ctx: click.Context, address: str | None, contact: str | None) -> Non
         return built[name]
 
     async def work() -> Any:
-        from engine import Verifier
+        from .wiring import build_verifier, open_async_store
 
-        with _existing_store(settings) as store:
-            try:
-                async with Verifier(
-                    settings.engine, role_is_risky=settings.policy.role_is_risky
-                ) as verifier:
-                    pipeline = Pipeline(store, verifier)
-                    return await run_recheck(address or "", pipeline=pipeline, connector=connector)
-            finally:
-                await close_connectors(built)
+        _existing_store(settings).close()  # StoreError when there is none yet
+        store = await open_async_store(settings)
+        try:
+            async with build_verifier(settings) as verifier:
+                pipeline = Pipeline(store, verifier)
+                return await run_recheck(address or "", pipeline=pipeline, connector=connector)
+        finally:
+            await close_connectors(built)
+            await store.aclose()
 
     done = asyncio.run(work())
     click.echo(json.dumps(done.found.to_json(), ensure_ascii=False, indent=2))
@@ -701,7 +686,6 @@ def serve(ctx: click.Context, listen: str | None, no_store: bool) -> None:
     import asyncio
 
     from . import api
-    from .daemon import open_store
 
     settings = _settings(ctx)
     if listen is not None:
@@ -710,12 +694,18 @@ def serve(ctx: click.Context, listen: str | None, no_store: bool) -> None:
         )
     _service_logging(ctx, settings)
     api.listen_address(settings.api)  # a bad or open address fails before the store is touched
-    store = None if no_store else open_store(settings)
+    asyncio.run(_serve_api(settings, no_store=no_store))
+
+
+async def _serve_api(settings: AppSettings, *, no_store: bool) -> None:
+    from .wiring import open_async_store, serve_api
+
+    store = None if no_store else await open_async_store(settings)
     try:
-        asyncio.run(api.serve(settings, store=store))
+        await serve_api(settings, store=store)
     finally:
         if store is not None:
-            store.close()
+            await store.aclose()
 
 
 @main.command()

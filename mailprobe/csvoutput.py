@@ -23,7 +23,7 @@ from connectors.fields import field_values
 from engine import Action
 
 from .freshness import Cached
-from .store import Store
+from .store_async import ResultLookup
 
 #: Distinct addresses whose stored values are kept while a file is written.
 _LOOKUPS = 1024
@@ -68,7 +68,7 @@ def _row_of(cached: Cached) -> _Row:
 
 
 def write_output(
-    store: Store,
+    store: ResultLookup,
     table: CsvTable,
     out: Path,
     *,
@@ -114,7 +114,7 @@ def write_output(
     return OutputReport(rows, dict(by_status.most_common()), pending, earliest)
 
 
-def due_retries(store: Store, table: CsvTable, *, now: datetime) -> list[str]:
+def due_retries(store: ResultLookup, table: CsvTable, *, now: datetime) -> list[str]:
     """Return the distinct addresses of an output whose answer is an unknown due for a retry.
 
     Streams the file; only the due addresses are kept (a retry concerns a few rows of many).

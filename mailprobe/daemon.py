@@ -1,26 +1,26 @@
 """The long-running service and the one-shot sync: scheduling passes, stopping cleanly.
 
 `Daemon.run()` schedules one APScheduler job per enabled connector (id = its name, never two
-passes at once, missed runs coalesced), a retry job for due unknowns and expired results (CRM
-contacts, and drop-folder files whose output is then rewritten), the HTTP API when
-`api.enabled`, and the /metrics listener when `metrics.listen` is set. A dropped file still
-being copied brings its folder's next pass forward to when the file will have settled. SIGTERM
-and SIGINT let the current step finish (a page, a result, a file stage) and return, so the
-process exits 0 and the next start resumes.
+passes at once, missed runs coalesced) and a retry job for due unknowns and expired results (CRM
+contacts, and drop-folder files whose output is then rewritten). It runs what it is given:
+wiring.py builds the store, connectors and verifier, starts the HTTP API and the /metrics
+listener beside it, and turns SIGTERM/SIGINT into `request_stop()`. A dropped file still
+being copied brings its folder's next pass forward to when the file will have settled. A stop
+lets the current step finish (a page, a result, a file stage) and return, so the process exits
+0 and the next start resumes.
 A connector that fails is logged and recorded for `mailprobe status`; one that cannot work until
 its configuration changes (bad token) is paused until restart; the others go on.
 
-AsyncIOScheduler runs jobs as tasks on the one event loop the engine, the store and the API
-share: the SQLite connection never crosses threads (the pipeline's file workers open their own).
+AsyncIOScheduler runs jobs as tasks on the one event loop the engine, the store's verbs and the
+API share; the store's SQLite work runs on its own threads (store_async.py), never on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import astuple, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,11 +30,14 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .crm_pass import CrmConnector
+from .drop_pass import CsvDrop
 from .errors import StoreError
-from .freshness import Freshness
-from .pipeline import BulkVerifier, Connector, CrmConnector, CsvDrop, PassReport, Pipeline
+from .passes import BulkVerifier, PassReport
+from .pipeline import Connector, Pipeline
 from .settings import AppSettings, interval_seconds
 from .store import RunCounts, RunOutcome, Store
+from .store_async import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +47,6 @@ SETTLE_ROUNDS = 5
 RETRY_INTERVAL_S = 300.0
 RETRY_JOB_ID = "_retries"
 
-StopApi = Callable[[], Awaitable[None]]
-
-
-def freshness_for(settings: AppSettings) -> Freshness:
-    """Return the expiry rules: the policy, with greylisted retries after the engine's last wait."""
-    delays = settings.engine.greylist.retry_delays_s
-    return Freshness(settings.policy, greylist_retry_s=max(delays) if delays else None)
-
-
-def open_store(settings: AppSettings) -> Store:
-    """Open (creating or migrating) the store the settings name."""
-    return Store(settings.store.path, freshness=freshness_for(settings))
-
 
 def trigger_for(schedule: str) -> BaseTrigger:
     """Return the APScheduler trigger of a schedule: an interval (`15m`) or a crontab line."""
@@ -64,26 +54,6 @@ def trigger_for(schedule: str) -> BaseTrigger:
     if seconds is not None:
         return IntervalTrigger(seconds=seconds, timezone=UTC)
     return CronTrigger.from_crontab(schedule, timezone=UTC)
-
-
-async def start_api(
-    settings: AppSettings, store: Store, *, verifier: BulkVerifier | None = None
-) -> StopApi | None:
-    """Start the HTTP API on this loop when `api.enabled`; return the coroutine that stops it."""
-    if not settings.api.enabled:
-        return None
-    from . import api
-
-    return await api.start_api(settings, store, verifier=verifier)  # type: ignore[arg-type]
-
-
-async def start_ops(settings: AppSettings, store: Store) -> StopApi | None:
-    """Start the /metrics and /healthz listener when `metrics.listen` is set; return its stop."""
-    if settings.metrics.listen is None:
-        return None
-    from .api.ops import start_ops as start
-
-    return await start(settings, store)
 
 
 def announce_drop_folders(connectors: Mapping[str, Connector]) -> None:
@@ -106,7 +76,7 @@ class Daemon:
         self,
         settings: AppSettings,
         *,
-        store: Store,
+        store: AsyncStore | Store,
         connectors: Mapping[str, Connector],
         verifier: BulkVerifier,
         stop: threading.Event | None = None,
@@ -115,13 +85,12 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.on_pass = on_pass  # told of every finished pass (metrics, tests)
-        self.store = store
         self.connectors = dict(connectors)
         self.stop = stop or threading.Event()
         self.pipeline = Pipeline(store, verifier, stop=self.stop)
+        self.store = self.pipeline.store
         self.retry_interval_s = retry_interval_s
         self.scheduler: AsyncIOScheduler | None = None
-        self.reports: list[PassReport] = []  # every pass this process ran, for tests and logs
         self.failure: StoreError | None = None
         self.paused: set[str] = set()
         self._locks = {name: asyncio.Lock() for name in self.connectors}
@@ -138,14 +107,9 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until request_stop() (or SIGTERM/SIGINT); raise StoreError if the store failed."""
-        loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         if self.stop.is_set():
             self._wake.set()
-        # The API first: a bad api.listen fails the start before anything else runs.
-        stop_api = await start_api(self.settings, self.store, verifier=self.pipeline.verifier)
-        stop_ops = await start_ops(self.settings, self.store)
-        handled = self._handle_signals(loop)
         announce_drop_folders(self.connectors)
         self.scheduler = self._schedule()
         self.scheduler.start()
@@ -156,27 +120,14 @@ class Daemon:
         try:
             await self._wake.wait()
         finally:
-            self.scheduler.shutdown(wait=False)
+            # Passes finish their current step first: shutting the scheduler down cancels the
+            # jobs still running, and a pass's store verbs are awaited.
+            self.scheduler.pause()
             await asyncio.gather(*self._running, return_exceptions=True)
-            if stop_api is not None:
-                await stop_api()
-            if stop_ops is not None:
-                await stop_ops()
-            for sig in handled:
-                loop.remove_signal_handler(sig)
+            self.scheduler.shutdown(wait=False)
         log.info("mailprobe stopped")
         if self.failure is not None:
             raise self.failure
-
-    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
-        handled = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.request_stop)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests), Windows
-                continue
-            handled.append(sig)
-        return handled
 
     def _schedule(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -220,13 +171,13 @@ class Daemon:
         for name, connector in self.connectors.items():
             if name in self.paused:
                 continue
-            if isinstance(connector, CrmConnector) or self._file_retry_due(name):
+            if isinstance(connector, CrmConnector) or await self._file_retry_due(name):
                 await self._guarded(name, retry_only=True)
 
-    def _file_retry_due(self, name: str) -> bool:
+    async def _file_retry_due(self, name: str) -> bool:
         """Return True when a drop folder has a verified file with rows due for a retry."""
         try:
-            return bool(self.store.csv_files_due(name, now=datetime.now(UTC), limit=1))
+            return bool(await self.store.csv_files_due(name, now=datetime.now(UTC), limit=1))
         except StoreError as exc:
             log.error("store failed: %s", exc, extra={"connector": name})
             self.failure = exc
@@ -243,7 +194,6 @@ class Daemon:
         try:
             async with lock:
                 report = await self.pipeline.run_pass(self.connectors[name], retry_only=retry_only)
-            self.reports.append(report)
             if report.outcome is RunOutcome.FATAL:
                 self._pause(name, report)
             if report.wake_in_s is not None:
@@ -282,33 +232,21 @@ class Daemon:
 async def sync_once(
     settings: AppSettings,
     *,
-    store: Store,
+    store: AsyncStore | Store,
     connectors: Mapping[str, Connector],
     verifier: BulkVerifier,
     stop: threading.Event | None = None,
 ) -> list[PassReport]:
-    """Run one pass of each connector in turn (SIGTERM/SIGINT stop after the current step)."""
+    """Run one pass of each connector in turn; setting `stop` ends it after the current step."""
     stop = stop or threading.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
-        except (NotImplementedError, RuntimeError):
-            continue
     announce_drop_folders(connectors)
     pipeline = Pipeline(store, verifier, stop=stop)
     reports = []
-    try:
-        for connector in connectors.values():
-            if stop.is_set():
-                break
-            report = await pipeline.run_pass(connector)
-            reports.append(await _after_settling(pipeline, connector, report, stop))
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
+    for connector in connectors.values():
+        if stop.is_set():
+            break
+        report = await pipeline.run_pass(connector)
+        reports.append(await _after_settling(pipeline, connector, report, stop))
     return reports
 
 

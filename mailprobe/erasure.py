@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.syntax import Address, parse_address
+from engine import Address, parse_address
 
 from .store import ForgetCounts, Store
 

@@ -29,5 +29,9 @@ class StoreError(MailprobeError):
         return f"store {self.path}: {self.hint}"
 
 
+class StoreBusy(StoreError):
+    """Another connection holds the store's write lock: waiting and trying again helps."""
+
+
 class InputError(MailprobeError):
     """An input file or argument cannot be read; the message names it and why."""

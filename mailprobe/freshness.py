@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from engine import RETRIABLE, Action, Reason, Status, VerificationResult
 
-from .settings import PolicySettings
+from .settings import AppSettings, PolicySettings
 
 #: Answers an `unknown` must not overwrite in a CRM.
 DEFINITE: frozenset[Status] = frozenset({Status.VALID, Status.INVALID})
@@ -107,3 +107,9 @@ class Freshness:
             return Decision(settled, now + self.lifetime(settled.status), attempts, keep)
         wait = self.retry_wait(result.reason, attempts, server_delay_s=result.retry_after_s)
         return Decision(kept, now + wait, attempts, keep)
+
+
+def freshness_for(settings: AppSettings) -> Freshness:
+    """Return the expiry rules: the policy, with greylisted retries after the engine's last wait."""
+    delays = settings.engine.greylist.retry_delays_s
+    return Freshness(settings.policy, greylist_retry_s=max(delays) if delays else None)

@@ -37,11 +37,12 @@ from typing import Any
 
 import httpx
 
-from engine.result import format_time
+from engine import format_time
 
 from .logs import SecretMask
 from .settings import NotifySettings
-from .store import RunOutcome, Store
+from .store import RunOutcome
+from .store_async import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Notifier:
         self,
         settings: NotifySettings,
         *,
-        store: Store | None = None,
+        store: AsyncStore | None = None,
         secrets: Iterable[str] = (),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -151,11 +152,20 @@ class Notifier:
             await self.send(delivery)
 
     def pass_finished(self, report: Any) -> None:
-        """Raise the events of a finished pass (a PassReport): failure, failing, recovered."""
+        """Raise the events of a finished pass (a PassReport): failure, failing, recovered.
+
+        In the background: the pass's recent outcomes are read from the store first.
+        """
         if not self.enabled or self.store is None or report.run_id is None:
             return  # a pass skipped (another process runs one) says nothing of the connector
+        task = asyncio.get_running_loop().create_task(self._pass_events(report))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pass_events(self, report: Any) -> None:
+        assert self.store is not None  # pass_finished() checked
         threshold = self.settings.failures_in_a_row
-        recent = self.store.recent_outcomes(report.connector, limit=threshold + 1)
+        recent = await self.store.recent_outcomes(report.connector, limit=threshold + 1)
         counts = report.counts
         details = {
             "connector": report.connector,
@@ -170,12 +180,11 @@ class Notifier:
                 "failed": counts.failed,
             },
         }
-        self._dispatch(
-            [
-                self._delivery(event, details, _pass_summary(event, report, threshold))
-                for event in pass_events(recent, threshold=threshold)
-            ]
-        )
+        deliveries = [
+            self._delivery(event, details, _pass_summary(event, report, threshold))
+            for event in pass_events(recent, threshold=threshold)
+        ]
+        await self._send_in_order([d for d in deliveries if d is not None])
 
     def _delivery(self, event: str, details: Mapping[str, Any], summary: str) -> Delivery | None:
         if not self.enabled or event not in self.settings.events:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from connectors.errors import ConnectorError
-from engine.result import VerificationResult
+from engine import VerificationResult
 
+from .crm_pass import CrmConnector
 from .locks import ConnectorBusy
-from .pipeline import Connector, CrmConnector, Pipeline
-from .store import Store
+from .pipeline import Connector, Pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +62,13 @@ async def recheck(
 
     `connector(name)` returns the configured connector of that name, or None.
     """
-    store: Store = pipeline.store
+    store = pipeline.store
     found = await _verify_one(pipeline, address)
-    decision = store.save_result(found, now=clock())
-    forms = sorted({address, *store.address_forms(found.normalized)})
-    store.share_result(found.normalized, forms, now=clock())
+    decision = await store.save_result(found, now=clock())
+    forms = sorted({address, *(await store.address_forms(found.normalized))})
+    await store.share_result(found.normalized, forms, now=clock())
     writes = []
-    for name, count in store.connectors_holding(forms).items():
+    for name, count in (await store.connectors_holding(forms)).items():
         writes.append(await _write_back(pipeline, connector(name), name, count, forms))
     return Recheck(found, decision.result, decision.kept_previous, tuple(writes))
 

@@ -14,7 +14,7 @@ from typing import IO, Literal
 
 from connectors.csvdrop import format_value, neutralise
 from connectors.fields import FIELD_NAMES, field_values
-from engine.result import Status, format_time, parse_time
+from engine import Status, format_time, parse_time
 
 from .errors import InputError
 from .freshness import Cached

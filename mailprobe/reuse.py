@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from engine.result import VerificationResult
+from engine import VerificationResult
 
 from .store import Store
 
 if TYPE_CHECKING:
-    from .pipeline import BulkVerifier
+    from .passes import BulkVerifier
 
 #: Results waiting for the caller: bounds what reading ahead through cached answers can hold.
 _BUFFER = 1000

@@ -3,13 +3,14 @@
 It keeps contacts per connector, the result cache (one answer per normalised address, with its
 expiry), each raw address's normalised form, the verification queue, cursors, domain facts,
 drop-folder file progress and a log of passes. It decides nothing: freshness.py says what a
-result replaces and how long it lives; the pipeline says what to pull, verify and write.
+result replaces and how long it lives, contact_state.py where a contact stands; the pipeline
+says what to pull, verify and write. Event-loop callers reach it through store_async.py.
 
 Durability: WAL journal, `synchronous=NORMAL` (a killed process loses no committed transaction;
 only a power cut can lose the last ones), a busy timeout for concurrent connections. Write
-verbs open with `BEGIN IMMEDIATE` so two connections (the daemon and a `sync`, or the pipeline's
-worker threads) wait for each other instead of failing on a stale read snapshot. Any sqlite3
-error leaves as a StoreError whose message says what to do.
+verbs open with `BEGIN IMMEDIATE` so two connections (the daemon and a `sync`) wait for each
+other instead of failing on a stale read snapshot. Any sqlite3 error leaves as a StoreError
+whose message says what to do (StoreBusy when the write lock stayed busy: worth retrying).
 
 Times are stored as TEXT in one format (`_ts`), so text order is time order.
 """
@@ -32,7 +33,17 @@ from sqlite_utils import Database
 from connectors.base import Contact
 from engine import Reason, VerificationResult
 
-from .errors import StoreError
+from .contact_state import (
+    LIVE,
+    REOPENED_BY_RESULT,
+    ContactState,
+    Stored,
+    after_gone,
+    after_pull,
+    after_write,
+    needs_verification,
+)
+from .errors import StoreBusy, StoreError
 from .freshness import Cached, Decision, Freshness
 from .logs import mask_secrets
 from .migrations import KNOWN, migrations
@@ -64,19 +75,6 @@ _DOMAIN_MEMORY = 10_000
 def email_domain(email: str) -> str:
     """Return the lower-cased part after the last @ (what the queue is ordered by)."""
     return email.rpartition("@")[2].strip().lower()
-
-
-class ContactState(StrEnum):
-    """Where a contact stands in the pipeline."""
-
-    QUEUED = "queued"  # its address waits for a result
-    TO_WRITE = "to_write"  # a result arrived: its fields may need writing
-    WRITTEN = "written"  # the sink holds the fields of the current result
-    NO_EMAIL = "no_email"  # the record has no address: nothing to do
-    RETIRED = "retired"  # deleted or merged at the source or sink
-
-
-_LIVE = (ContactState.QUEUED, ContactState.TO_WRITE, ContactState.WRITTEN)
 
 
 class CsvFileState(StrEnum):
@@ -308,6 +306,14 @@ def path_problem(path: Path) -> str | None:
     return None
 
 
+def _store_error(path: Path, error: BaseException) -> StoreError:
+    """Return the StoreError of an sqlite3 error; StoreBusy when the write lock was busy."""
+    text = str(error).lower()
+    if "locked" in text or "busy" in text:
+        return StoreBusy(str(path), _hint(error))
+    return StoreError(str(path), _hint(error))
+
+
 def _hint(error: BaseException) -> str:
     text = str(error).lower()
     for needle, hint in _HINTS:
@@ -326,8 +332,12 @@ class Store:
         policy: PolicySettings | None = None,
         freshness: Freshness | None = None,
         busy_timeout_s: float = 10.0,
+        migrate: bool = True,
     ) -> None:
+        """Open the store; `migrate=False` attaches another connection to a store already open
+        (no schema check, no write probe: a reader must not wait for the write lock)."""
         self.path = Path(path)
+        self._migrating = migrate
         self.freshness = freshness or Freshness(policy or PolicySettings())
         self._busy_timeout_s = busy_timeout_s
         self._domains_written: dict[str, tuple[Any, ...]] = {}
@@ -354,15 +364,16 @@ class Store:
             # Deleted rows are overwritten, not left in free pages: `mailprobe forget` must
             # really remove an address. Costs little: mailprobe deletes rarely.
             db.execute("PRAGMA secure_delete=ON")
-            self._migrate(db)
-            # Fail now, with a clear message, rather than at the first write of a pass.
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("ROLLBACK")
+            if self._migrating:
+                self._migrate(db)
+                # Fail now, with a clear message, rather than at the first write of a pass.
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
             return db
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
-            raise StoreError(str(self.path), _hint(exc)) from None
+            raise _store_error(self.path, exc) from None
         except StoreError:
             if conn is not None:
                 conn.close()
@@ -419,7 +430,7 @@ class Store:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(str(self.path), _hint(exc)) from None
+            raise _store_error(self.path, exc) from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -502,10 +513,7 @@ class Store:
         conn.execute("DELETE FROM queue WHERE email = ?", (result.email,))
         # Other raw forms of this address were queued too (enqueue_expired queues every
         # live contact's raw address), so each gets its own save and marks its contacts.
-        conn.execute(
-            "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
-            (ContactState.TO_WRITE, result.email, ContactState.QUEUED, ContactState.WRITTEN),
-        )
+        self._reopen(conn, [result.email])
         self._save_domain(conn, result, now=now)
         return decision
 
@@ -617,7 +625,7 @@ class Store:
             rows = self.db.conn.execute(
                 f"SELECT connector, count(*) FROM contacts WHERE email IN ({marks})"
                 " AND state IN (?, ?, ?) GROUP BY connector ORDER BY connector",
-                (*emails, *_LIVE),
+                (*emails, *LIVE),
             ).fetchall()
         return dict(rows)
 
@@ -642,13 +650,16 @@ class Store:
                 [(email, normalized) for email in emails],
             )
             conn.executemany("DELETE FROM queue WHERE email = ?", [(e,) for e in emails])
-            conn.executemany(
-                "UPDATE contacts SET state = ? WHERE email = ? AND state IN (?, ?)",
-                [
-                    (ContactState.TO_WRITE, email, ContactState.QUEUED, ContactState.WRITTEN)
-                    for email in emails
-                ],
-            )
+            self._reopen(conn, emails)
+
+    @staticmethod
+    def _reopen(conn: sqlite3.Connection, emails: Sequence[str]) -> None:
+        """Move the contacts holding these addresses as contact_state.after_result() says."""
+        marks = ",".join("?" * len(REOPENED_BY_RESULT))
+        conn.executemany(
+            f"UPDATE contacts SET state = ? WHERE email = ? AND state IN ({marks})",
+            [(ContactState.TO_WRITE, email, *REOPENED_BY_RESULT) for email in emails],
+        )
 
     def forget_address(self, email: str, *, normalized: str | None = None) -> ForgetCounts:
         """Delete all the store holds about one address (every form of it); one transaction.
@@ -737,7 +748,7 @@ class Store:
                 " LEFT JOIN results r ON r.normalized = e.normalized"
                 " WHERE c.connector = ? AND c.state IN (?, ?, ?)"
                 " AND (r.normalized IS NULL OR r.expires_at <= ?)",
-                (stamp, connector, *_LIVE, stamp),
+                (stamp, connector, *LIVE, stamp),
             )
             return conn.total_changes - before
 
@@ -770,11 +781,6 @@ class Store:
         """Return how many addresses `connector` waits for."""
         with self._guard():
             return self._one("SELECT count(*) FROM queue WHERE connector = ?", (connector,))[0]
-
-    def clear_queue(self, connector: str) -> int:
-        """Forget what `connector` waits for (a dropped file that failed); return how many."""
-        with self._write() as conn:
-            return conn.execute("DELETE FROM queue WHERE connector = ?", (connector,)).rowcount
 
     # -- contacts -----------------------------------------------------------------------------
 
@@ -813,15 +819,8 @@ class Store:
         ).fetchone()
         source = json.dumps(dict(contact.fields), sort_keys=True)
         fresh = bool(email) and self._is_fresh(conn, email, stamp)
-        if not email:
-            state = ContactState.NO_EMAIL
-        elif row is None or row[0] != email or row[1] not in _LIVE:
-            state = ContactState.TO_WRITE if fresh else ContactState.QUEUED
-        elif row[1] == ContactState.WRITTEN and row[2] != source:
-            # The record's fields changed at the source: check whether ours still hold there.
-            state = ContactState.TO_WRITE if fresh else ContactState.QUEUED
-        else:
-            state = ContactState(row[1])
+        before = Stored(row[0], ContactState(row[1]), row[2]) if row is not None else None
+        state = after_pull(before, email=email, source=source, fresh=fresh)
         updated_at = _ts(contact.updated_at) if contact.updated_at else None
         conn.execute(
             "INSERT INTO contacts (connector, external_id, email, state, source_json,"
@@ -831,7 +830,7 @@ class Store:
             " seen_at = excluded.seen_at",
             (connector, contact.external_id, email, state, source, updated_at, stamp),
         )
-        if not email or fresh:
+        if not needs_verification(email=email, fresh=fresh):
             return 0
         return conn.execute(
             "INSERT OR IGNORE INTO queue (connector, email, domain, queued_at) VALUES (?,?,?,?)",
@@ -851,7 +850,7 @@ class Store:
     def _retire(self, conn: sqlite3.Connection, connector: str, external_ids: Sequence[str]) -> int:
         return conn.executemany(
             "UPDATE contacts SET state = ? WHERE connector = ? AND external_id = ?",
-            [(ContactState.RETIRED, connector, external_id) for external_id in external_ids],
+            [(after_gone(), connector, external_id) for external_id in external_ids],
         ).rowcount
 
     def retire(self, connector: str, external_ids: Sequence[str]) -> int:
@@ -909,23 +908,11 @@ class Store:
                     " next_attempt_at = NULL WHERE connector = ? AND external_id = ?",
                     (
                         json.dumps(merged, sort_keys=True),
-                        ContactState.WRITTEN,
+                        after_write(),
                         connector,
                         external_id,
                     ),
                 )
-
-    def mark_in_sync(self, connector: str, external_ids: Sequence[str]) -> None:
-        """Record that these records already hold the current fields (nothing to write)."""
-        with self._write() as conn:
-            conn.executemany(
-                "UPDATE contacts SET state = ?, attempts = 0, next_attempt_at = NULL"
-                " WHERE connector = ? AND external_id = ? AND state = ?",
-                [
-                    (ContactState.WRITTEN, connector, external_id, ContactState.TO_WRITE)
-                    for external_id in external_ids
-                ],
-            )
 
     def mark_write_failed(
         self, connector: str, external_ids: Sequence[str], *, retry_at: datetime

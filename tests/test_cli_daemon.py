@@ -26,8 +26,8 @@ from mailprobe.logs import MASK, SecretMask, configure, secret_values
 from mailprobe.settings import load_settings
 from tests.fakes.dns import DnsServer
 from tests.fakes.hubspot import TOKEN, FakeHubSpot
+from tests.fakes.pipeline import drop_in, read_output
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
-from tests.test_pipeline import drop_in, read_output
 
 REPO = Path(__file__).resolve().parents[1]
 WRONG_TOKEN = "pat-na1-0badc0de-1111-2222-3333-444455556666"

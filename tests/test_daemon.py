@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+import socket
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -12,13 +13,14 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from connectors.errors import ConnectorAuthError
-from mailprobe.daemon import RETRY_JOB_ID, Daemon, start_api, sync_once, trigger_for
+from mailprobe.daemon import RETRY_JOB_ID, Daemon, sync_once, trigger_for
 from mailprobe.errors import ConfigError, StoreError
-from mailprobe.pipeline import CrmConnector, PassReport
+from mailprobe.pipeline import CrmConnector
 from mailprobe.settings import AppSettings
 from mailprobe.store import RunOutcome, Store
-from mailprobe.wiring import backfill_since, build_connectors
-from tests.test_pipeline import Clock, FakeCrm, FakeVerifier, crm_with, drop_in
+from mailprobe.store_async import SQLiteAsyncStore
+from mailprobe.wiring import backfill_since, build_connectors, start_listeners
+from tests.fakes.pipeline import Clock, FakeCrm, FakeVerifier, Passes, crm_with, drop_in
 
 #: Long enough that no second scheduled pass happens during a test.
 HOURLY = "1h"
@@ -30,24 +32,6 @@ def settings_for(tmp_path: Path, **connectors: dict[str, object]) -> AppSettings
 
 def drop_settings(tmp_path: Path, **extra: object) -> dict[str, object]:
     return {"type": "csv", "folder": tmp_path / "drop", "schedule": HOURLY, **extra}
-
-
-class Passes:
-    """Collects finished passes; a test waits for the ones it needs (an event, not a sleep)."""
-
-    def __init__(self) -> None:
-        self.reports: list[PassReport] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, report: PassReport) -> None:
-        self.reports.append(report)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[list[PassReport]], bool]) -> None:
-        async with asyncio.timeout(20):
-            while not predicate(self.reports):
-                self._changed.clear()
-                await self._changed.wait()
 
 
 @pytest.fixture
@@ -192,16 +176,17 @@ async def test_store_failure_in_a_pass_stops_the_daemon_with_the_store_error(
     drop_in(tmp_path, "list.csv", [("email",), ("a@x.test",)])
 
     def broken(*args: object, **kwargs: object) -> None:
-        raise StoreError(str(store.path), "is locked by another process")
+        raise StoreError(str(store.path), "cannot grow: the disk is full")
 
-    monkeypatch.setattr(store, "take_csv_file", broken)
+    # Every connection's verb fails (the daemon's store lanes open their own connections).
+    monkeypatch.setattr(Store, "take_csv_file", broken)
     daemon = Daemon(
         settings,
         store=store,
         connectors=build_connectors(settings),
         verifier=FakeVerifier(Clock()),
     )
-    with pytest.raises(StoreError, match="locked"):
+    with pytest.raises(StoreError, match="disk is full"):
         await asyncio.wait_for(daemon.run(), 10)
 
 
@@ -238,15 +223,20 @@ def test_backfill_setting_is_where_a_first_hubspot_pass_starts(
     assert backfill_since(backfill, now=datetime(2026, 11, 27, 12, 0, tzinfo=UTC)) == expected
 
 
-async def test_api_hook_is_off_by_default(tmp_path: Path, store: Store) -> None:
-    assert await start_api(settings_for(tmp_path), store) is None
+async def test_no_listener_starts_by_default(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = settings_for(tmp_path)
+    async with SQLiteAsyncStore.over(store) as verbs:
+        stop = await start_listeners(settings, verbs)
+        await stop()
+    assert not [r for r in caplog.records if "http://" in r.getMessage()]
 
 
-async def test_daemon_serves_the_http_api_when_enabled_and_stops_it(
+async def test_http_api_runs_beside_the_daemon_when_enabled_and_stops(
     tmp_path: Path, store: Store
 ) -> None:
-    import socket
-
     import httpx
 
     from engine import EngineSettings, Verifier
@@ -260,19 +250,23 @@ async def test_daemon_serves_the_http_api_when_enabled_and_stops_it(
         api={"enabled": True, "listen": f"127.0.0.1:{port}"},
     )
     passes = Passes()
-    daemon = Daemon(
-        settings,
-        store=store,
-        connectors=build_connectors(settings),
-        verifier=Verifier(EngineSettings()),  # the API needs the real one; no file to verify
-        on_pass=passes,
-    )
-    running = asyncio.create_task(daemon.run())
-    await passes.wait_for(lambda reports: len(reports) >= 1)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        response = await client.get("/healthz")
-    daemon.request_stop()
-    await asyncio.wait_for(running, 20)
+    verifier = Verifier(EngineSettings())  # the API needs the real one; no file to verify
+    async with SQLiteAsyncStore.over(store) as verbs:
+        daemon = Daemon(
+            settings,
+            store=verbs,
+            connectors=build_connectors(settings),
+            verifier=verifier,
+            on_pass=passes,
+        )
+        stop_listeners = await start_listeners(settings, verbs, verifier=verifier)
+        running = asyncio.create_task(daemon.run())
+        await passes.wait_for(lambda reports: len(reports) >= 1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            response = await client.get("/healthz")
+        daemon.request_stop()
+        await asyncio.wait_for(running, 20)
+        await stop_listeners()
     assert response.status_code == 200
-    with socket.socket() as again:  # the port is free again: the API stopped with the daemon
+    with socket.socket() as again:  # the port is free again: the API stopped
         again.bind(("127.0.0.1", port))

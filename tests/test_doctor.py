@@ -23,6 +23,7 @@ from mailprobe.doctor import Outcome, Report, diagnose, preflight_line, run_doct
 from mailprobe.notify import Notifier
 from mailprobe.settings import AppSettings, NotifySettings
 from mailprobe.store import Store
+from mailprobe.store_async import SQLiteAsyncStore
 from tests.fakes.dns import DnsServer, HijackingDns, NxdomainDns, running_dns_server
 from tests.fakes.hubspot import TOKEN, FakeHubSpot
 from tests.fakes.sendgrid import API_KEY, SendGridFake
@@ -344,7 +345,8 @@ async def test_run_preflight_logs_one_line_and_keeps_the_report(
 ) -> None:
     settings = world(engine={"helo_hostname": "localhost.localdomain"})
     with Store(tmp_path / "state.db") as store, caplog.at_level(logging.INFO):
-        report = await preflight_line(settings, store)
+        async with SQLiteAsyncStore.over(store) as verbs:
+            report = await preflight_line(settings, verbs)
         kept = store.last_doctor_report()
     lines = [r.getMessage() for r in caplog.records if r.name == "mailprobe.doctor"]
     assert len(lines) == 1 and "not ready" in lines[0] and "engine.helo_hostname" in lines[0]

@@ -21,10 +21,9 @@ from mailprobe.pipeline import CsvDrop, Pipeline
 from mailprobe.settings import AppSettings, PolicySettings
 from mailprobe.store import RunOutcome, Store
 from tests.fakes.net import IP1, IP2, Net
+from tests.fakes.pipeline import Clock, FakeVerifier, Passes, drop_in, read_output
+from tests.fakes.results import make_result
 from tests.fakes.smtp import ScriptedSmtp
-from tests.test_daemon import Passes
-from tests.test_pipeline import Clock, FakeVerifier, drop_in, read_output
-from tests.test_store import make_result
 
 GREYLISTED = "451 4.7.1 <{}>: Recipient address rejected: Greylisted, try again in 300 seconds"
 
@@ -219,7 +218,7 @@ class ChangingAnswers:
         self.unknown.clear()
 
     def __call__(self, email: str) -> tuple[Status, Reason | None]:
-        from tests.test_pipeline import by_local_part
+        from tests.fakes.pipeline import by_local_part
 
         if email in self.unknown:
             return Status.UNKNOWN, self.unknown[email]
@@ -384,20 +383,22 @@ async def test_daemon_retry_job_rewrites_drop_files_only_when_due(tmp_path: Path
     with Store(tmp_path / "state.db", policy=policy) as store:
         from mailprobe.wiring import build_connectors
 
+        passes = Passes()
         daemon = Daemon(
             settings,
             store=store,
             connectors=build_connectors(settings),
             verifier=FakeVerifier(Clock(), answers),
+            on_pass=passes,
         )
         await daemon._retry_job()  # nothing dropped yet: no retry pass at all
-        assert daemon.reports == []
+        assert passes.reports == []
         drop_in(tmp_path, "leads.csv", [("email",), ("slow@x.test",)])
         await daemon._pass_job("drop")
         answers.resolve()
         await daemon._retry_job()
 
-        assert [(r.connector, r.outcome) for r in daemon.reports] == [
+        assert [(r.connector, r.outcome) for r in passes.reports] == [
             ("drop", RunOutcome.OK),
             ("drop", RunOutcome.OK),
         ]

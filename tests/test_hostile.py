@@ -35,9 +35,9 @@ from tests.fakes.dns import DnsServer, DroppingDns, running_dns_server
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.net import Net
+from tests.fakes.pipeline import Clock, FakeVerifier, crm_with, csv_drop, drop_in, read_output
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server
 from tests.test_api import Start, app_settings, serving, start_api  # noqa: F401  (a fixture)
-from tests.test_pipeline import Clock, FakeVerifier, crm_with, csv_drop, drop_in, read_output
 
 ROOT = Path(__file__).resolve().parents[1]
 MX_IP = "127.0.0.2"

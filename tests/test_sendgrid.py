@@ -31,10 +31,10 @@ from connectors.sendgrid.upsert import Row, chunks
 from engine.result import Reason, Status
 from mailprobe.pipeline import CrmConnector, Pipeline
 from mailprobe.store import RunOutcome, Store
+from tests.fakes.pipeline import Clock as PipelineClock
+from tests.fakes.pipeline import FakeVerifier
+from tests.fakes.results import make_result
 from tests.fakes.sendgrid import API_KEY, FakeClock, SendGridFake, serve
-from tests.test_pipeline import Clock as PipelineClock
-from tests.test_pipeline import FakeVerifier
-from tests.test_store import make_result
 
 SIGNPOST = datetime(2100, 1, 1, tzinfo=UTC)
 VERIFIED_AT = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
@@ -741,7 +741,7 @@ import asyncio, os, signal, sys
 from mailprobe.pipeline import CrmConnector, Pipeline
 from mailprobe.store import Store
 from connectors.sendgrid import SendGridConnector
-from tests.test_pipeline import Clock, FakeVerifier
+from tests.fakes.pipeline import Clock, FakeVerifier
 from tests.test_sendgrid import every_tenth_invalid
 
 async def main(base_url, db, key):

@@ -31,7 +31,7 @@ verification goes on in the background, so the next call answers from the cache.
     panels.py         the dashboard page as HTML
     charts.py         inline SVG charts
     listen.py         api.listen checked and bound
-    server.py         uvicorn, signals, serve() and the daemon's start_api()
+    server.py         uvicorn, serve() and start_api() (wiring.py starts it beside the daemon)
 """
 
 from .app import create_app

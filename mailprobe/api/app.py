@@ -13,10 +13,11 @@ from starlette.middleware import Middleware
 
 from engine import EngineSettings, Verifier
 
-from ..daemon import freshness_for
+from ..freshness import freshness_for
 from ..settings import AppSettings
 from ..store import Store
-from .cache import MemoryCache, ResultCache, StoreCache
+from ..store_async import AsyncStore
+from .cache import MemoryCache, ResultCache, store_cache
 from .dashboard import Dashboard
 from .endpoints import Endpoints
 from .errors import EXCEPTION_HANDLERS
@@ -42,7 +43,10 @@ def _for_api_callers(settings: AppSettings) -> EngineSettings:
 
 
 def create_app(
-    settings: AppSettings, *, verifier: Verifier | None = None, store: Store | None = None
+    settings: AppSettings,
+    *,
+    verifier: Verifier | None = None,
+    store: AsyncStore | Store | None = None,
 ) -> Starlette:
     """Return the API app; it uses `verifier` and `store` when given (the daemon shares its own).
 
@@ -55,7 +59,7 @@ def create_app(
     own_verifier = verifier is None
     engine = verifier or Verifier(engine_settings, role_is_risky=settings.policy.role_is_risky)
     cache: ResultCache = (
-        StoreCache(store) if store is not None else MemoryCache(freshness_for(settings))
+        store_cache(store) if store is not None else MemoryCache(freshness_for(settings))
     )
     metrics = ApiMetrics()
     verifications = Verifications(engine, cache, metrics=metrics)

@@ -1,15 +1,13 @@
 """The result cache in front of the engine: the store's (shared with the daemon) or in memory.
 
-Owns where answers wait between requests and the threads that keep sqlite3 off the event loop.
+Owns where answers wait between requests; the async store keeps sqlite3 off the event loop.
 What is reused and for how long is freshness.py's decision; the SQL is the store's verbs only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -18,6 +16,7 @@ from engine import VerificationResult
 from ..errors import StoreError
 from ..freshness import Cached, Freshness
 from ..store import StatusSummary, Store
+from ..store_async import AsyncStore, SQLiteAsyncStore
 
 log = logging.getLogger(__package__)  # "mailprobe.api", the one logger of the whole API
 
@@ -94,54 +93,22 @@ class MemoryCache:
         self._entries.clear()
 
 
-class _StoreThread:
-    """One worker thread with its own store connection: sqlite3 connections stay in the
-    thread that opened them, and a write waiting for the lock must not block the event loop."""
-
-    def __init__(self, store: Store, name: str) -> None:
-        self._path = store.path
-        self._freshness = store.freshness
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._store: Store | None = None
-
-    async def call(self, verb: Callable[[Store], _T]) -> _T:
-        """Return `verb(store)` run in this thread (the connection opens on first use)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, verb)
-
-    def _run(self, verb: Callable[[Store], _T]) -> _T:
-        if self._store is None:
-            self._store = Store(self._path, freshness=self._freshness)
-        return verb(self._store)
-
-    def close(self) -> None:
-        """Close the connection in its thread and end the thread."""
-
-        def close_store() -> None:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-
-        self._pool.submit(close_store)
-        self._pool.shutdown(wait=True)
-
-
 class StoreCache:
     """The store's result cache: the daemon's passes and the API share one set of answers.
 
-    Reads and writes use separate threads and connections: in WAL mode a read never waits
-    for a writer, so a pass holding the write lock cannot delay cached answers.
+    Through the async store's verbs: its reads run beside its writes (WAL: a read never waits
+    for a writer), so a pass holding the write lock cannot delay cached answers. `owned`: the
+    cache closes the store with itself (the API opened it); else its opener closes it.
     """
 
-    def __init__(self, store: Store) -> None:
-        self._reads = _StoreThread(store, "mailprobe-api-store-read")
-        self._writes = _StoreThread(store, "mailprobe-api-store-write")
-        # The dashboard's reads take a while on a big store: never in front of a cached answer.
-        self._figures = _StoreThread(store, "mailprobe-api-store-figures")
+    def __init__(self, store: AsyncStore, *, owned: bool = False) -> None:
+        self._store = store
+        self._owned = owned
 
     async def fresh(self, normalized: str, *, now: datetime) -> VerificationResult | None:
         """Return the store's reusable answer, or None (also when the store fails: logged)."""
         try:
-            return await self._reads.call(lambda store: store.fresh_result(normalized, now=now))
+            return await self._store.fresh_result(normalized, now=now)
         except StoreError as exc:
             log.warning("result cache read failed, verifying instead: %s", exc)
             return None
@@ -149,7 +116,7 @@ class StoreCache:
     async def save(self, result: VerificationResult, *, now: datetime) -> None:
         """Save the result through the store (logged, not raised, when the store fails)."""
         try:
-            await self._writes.call(lambda store: store.save_result(result, now=now))
+            await self._store.save_result(result, now=now)
         except StoreError as exc:
             log.warning("result cache write failed: %s", exc)
 
@@ -160,21 +127,27 @@ class StoreCache:
         daemon's passes and the API's saves need (nor hold it, however briefly).
         """
         try:
-            await self._reads.call(lambda store: store.check_usable())
+            await self._store.check_usable()
         except StoreError as exc:
             return str(exc)
         return None
 
     async def summary(self, connectors: Sequence[str]) -> StatusSummary | None:
         """Return the store's per-connector figures."""
-        return await self._reads.call(lambda store: store.status_summary(connectors))
+        return await self._store.status_summary(connectors)
 
     async def figures(self, read: Callable[[Store], _T]) -> _T | None:
-        """Return `read(store)` run on a connection of its own, off the event loop."""
-        return await self._figures.call(read)
+        """Return `read(store)` run on the store's long-read lane, off the event loop."""
+        return await self._store.figures(read)
 
     async def aclose(self) -> None:
-        """Close the connections and their threads."""
-        await asyncio.to_thread(self._reads.close)
-        await asyncio.to_thread(self._writes.close)
-        await asyncio.to_thread(self._figures.close)
+        """Close the store when this cache opened it."""
+        if self._owned:
+            await self._store.aclose()
+
+
+def store_cache(store: AsyncStore | Store) -> StoreCache:
+    """Return the cache over `store`; a plain Store gets async verbs the cache owns."""
+    if isinstance(store, Store):
+        return StoreCache(SQLiteAsyncStore.over(store), owned=True)
+    return StoreCache(store)

@@ -29,7 +29,8 @@ from starlette.routing import Route
 from ..errors import StoreError
 from ..settings import AppSettings
 from ..store import Store
-from .cache import StoreCache
+from ..store_async import AsyncStore
+from .cache import store_cache
 from .endpoints import READY_TIMEOUT_S
 from .listen import bind, host_port, is_loopback
 from .metrics import _StoreFigures
@@ -38,14 +39,14 @@ from .server import serve_app
 log = logging.getLogger(__package__)
 
 
-def create_ops_app(store: Store, connectors: Sequence[str]) -> Starlette:
+def create_ops_app(store: AsyncStore | Store, connectors: Sequence[str]) -> Starlette:
     """Return the app serving /metrics (the store's and the process's figures) and /healthz."""
     registry = CollectorRegistry()
     figures = _StoreFigures()
     registry.register(figures)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    cache = StoreCache(store)
+    cache = store_cache(store)
 
     async def metrics(request: Request) -> Response:
         try:
@@ -72,7 +73,9 @@ def create_ops_app(store: Store, connectors: Sequence[str]) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def start_ops(settings: AppSettings, store: Store) -> Callable[[], Awaitable[None]] | None:
+async def start_ops(
+    settings: AppSettings, store: AsyncStore | Store
+) -> Callable[[], Awaitable[None]] | None:
     """Start the listener on metrics.listen (None when unset); return what stops it."""
     if settings.metrics.listen is None:
         return None

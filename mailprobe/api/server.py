@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
@@ -22,6 +20,7 @@ from engine import Verifier
 
 from ..settings import AppSettings
 from ..store import Store
+from ..store_async import AsyncStore
 from .app import create_app
 from .listen import bind, listen_address
 from .requests import MAX_TIMEOUT_MS
@@ -82,32 +81,15 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _watch_signals(stop: asyncio.Event, server: _Server) -> Callable[[], None]:
-    """Make SIGTERM/SIGINT stop the server gracefully (twice: at once); return the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            server.force_exit = True
-        stop.set()
-
-    handled = (signal.SIGTERM, signal.SIGINT)
-    for sig in handled:
-        loop.add_signal_handler(sig, on_signal)
-
-    def undo() -> None:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-
-    return undo
-
-
 async def serve_app(
-    app: ASGIApp, sock: socket.socket, *, shutdown: asyncio.Event | None = None
+    app: ASGIApp,
+    sock: socket.socket,
+    *,
+    shutdown: asyncio.Event | None = None,
+    hurry: asyncio.Event | None = None,
 ) -> None:
-    """Serve `app` on a listening socket until `shutdown` is set, or SIGTERM/SIGINT without one.
+    """Serve `app` on a listening socket until `shutdown` is set (wiring.py sets it on SIGTERM
+    or SIGINT; `hurry` on a second one: stop at once); without one, until the process ends.
 
     Stopping is graceful: no new connections, requests in flight finish (within the longest
     timeout_ms), then the app's background verifications are cancelled.
@@ -122,19 +104,21 @@ async def serve_app(
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
     )
     server = _Server(config)
+
     stop = shutdown or asyncio.Event()
-    undo = _watch_signals(stop, server) if shutdown is None else (lambda: None)
 
     async def stop_when_asked() -> None:
         await stop.wait()
         server.should_exit = True
+        if hurry is not None:
+            await hurry.wait()
+            server.force_exit = True
 
     stopper = asyncio.get_running_loop().create_task(stop_when_asked())
     try:
         await server.serve(sockets=[sock])
     finally:
         stopper.cancel()
-        undo()
 
 
 def _listening(settings: AppSettings) -> socket.socket:
@@ -151,10 +135,11 @@ async def serve(
     settings: AppSettings,
     *,
     verifier: Verifier | None = None,
-    store: Store | None = None,
+    store: AsyncStore | Store | None = None,
     shutdown: asyncio.Event | None = None,
+    hurry: asyncio.Event | None = None,
 ) -> None:
-    """Serve the API on api.listen until SIGTERM/SIGINT, or until `shutdown` is set.
+    """Serve the API on api.listen until `shutdown` is set (`mailprobe api`: on SIGTERM/SIGINT).
 
     ConfigError before anything listens when api.listen is bad or taken, or not loopback while
     no api.keys are set.
@@ -162,13 +147,16 @@ async def serve(
     sock = _listening(settings)
     try:
         app = create_app(settings, verifier=verifier, store=store)
-        await serve_app(app, sock, shutdown=shutdown)
+        await serve_app(app, sock, shutdown=shutdown, hurry=hurry)
     finally:
         sock.close()
 
 
 async def start_api(
-    settings: AppSettings, store: Store | None = None, *, verifier: Verifier | None = None
+    settings: AppSettings,
+    store: AsyncStore | Store | None = None,
+    *,
+    verifier: Verifier | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Start the API as a task on this loop (the daemon's hook); return what stops it gracefully.
 

@@ -12,7 +12,7 @@ import logging
 
 from ..notify import notify
 from ..settings import AppSettings
-from ..store import Store
+from ..store_async import AsyncStore
 from .local import check_api, check_connectors, opened_store
 from .network import check_blocklists, check_helo, check_mail_from, check_port_25, check_resolver
 from .report import Finding, Outcome, Report
@@ -54,10 +54,10 @@ async def run_doctor(settings: AppSettings, *, cheap: bool = False) -> Report:
     return report
 
 
-async def preflight_line(settings: AppSettings, store: Store) -> Report:
+async def preflight_line(settings: AppSettings, store: AsyncStore) -> Report:
     """Run the cheap checks, keep the report, and log it as one line (`mailprobe run`'s start)."""
     report = await diagnose(settings, cheap=True)
-    store.save_doctor_report(report.to_json(), now=report.checked_at)
+    await store.save_doctor_report(report.to_json(), now=report.checked_at)
     failed = [f for f in report.findings if f.outcome is Outcome.FAIL]
     if failed:
         problems = "; ".join(f"{f.check}: {f.found} (fix: {f.fix})" for f in failed)

@@ -28,7 +28,7 @@ CONNECTOR_TIMEOUT_S = 30.0
 @contextmanager
 def opened_store(settings: AppSettings) -> Iterator[tuple[Store | None, Finding]]:
     """Yield the store (None when it cannot be opened) and the finding about it."""
-    from ..daemon import open_store
+    from ..wiring import open_store
 
     path = settings.store.path
     try:

@@ -27,7 +27,8 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.settings import DnsSettings, EngineSettings, SmtpSettings, SyntaxSettings  # noqa: E402
+from mailprobe.engine.settings import DnsSettings, EngineSettings, SmtpSettings, SyntaxSettings  # noqa: E402
+
 from mailprobe import api  # noqa: E402
 from mailprobe.settings import ApiSettings, AppSettings  # noqa: E402
 from tests.fakes.dns import DnsServer, running_dns_server  # noqa: E402

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from mailprobe.engine.result import Reason, Status  # noqa: E402
 
-from engine.result import Reason, Status  # noqa: E402
 from mailprobe import api  # noqa: E402
 from mailprobe.api.figures import gather  # noqa: E402
 from mailprobe.settings import ApiSettings, AppSettings, StoreSettings  # noqa: E402

@@ -35,7 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import EngineSettings, VerificationResult, Verifier  # noqa: E402
+from mailprobe.engine import EngineSettings, VerificationResult, Verifier  # noqa: E402
+
 from tests.fakes.dns import DnsServer, running_dns_server  # noqa: E402
 from tests.fakes.smtp import (  # noqa: E402
     AnvilSmtp,

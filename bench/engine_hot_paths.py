@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import replies, syntax  # noqa: E402
-from engine.replies import classify, parse_reply  # noqa: E402
-from engine.result import SmtpReply, Stage  # noqa: E402
-from engine.syntax import parse_address  # noqa: E402
+from mailprobe.engine import replies, syntax  # noqa: E402
+from mailprobe.engine.replies import classify, parse_reply  # noqa: E402
+from mailprobe.engine.result import SmtpReply, Stage  # noqa: E402
+from mailprobe.engine.syntax import parse_address  # noqa: E402
 
 CORPUS_CSV = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "smtp-replies.csv"
 

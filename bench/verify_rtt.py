@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import EngineSettings, Verifier  # noqa: E402
+from mailprobe.engine import EngineSettings, Verifier  # noqa: E402
+
 from tests.fakes.dns import DnsServer, running_dns_server  # noqa: E402
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server  # noqa: E402
 

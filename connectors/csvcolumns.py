@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from engine.result import Action, Status, VerificationResult
+from mailprobe.engine.result import Action, Status, VerificationResult
 
 from .base import FieldValue
 from .fields import (

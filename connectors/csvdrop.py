@@ -54,8 +54,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from engine.result import format_time
-from engine.untrusted import clean_text
+from mailprobe.engine.result import format_time
+from mailprobe.engine.untrusted import clean_text
 
 from .base import FieldValue
 from .csvcolumns import ALL_NAMES, COLUMN_NAMES, Columns

@@ -11,7 +11,7 @@ Messages never carry tokens, API keys or auth headers.
 
 from __future__ import annotations
 
-from engine.errors import MailprobeError
+from mailprobe.engine.errors import MailprobeError
 
 
 class ConnectorError(MailprobeError):

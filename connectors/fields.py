@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from engine.result import Action, Reason, Status, VerificationResult, format_time, parse_time
+from mailprobe.engine.result import (
+    Action,
+    Reason,
+    Status,
+    VerificationResult,
+    format_time,
+    parse_time,
+)
 
 from .base import FieldValue
 

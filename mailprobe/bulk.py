@@ -40,7 +40,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from connectors.csvdrop import (
+from mailprobe.connectors.csvdrop import (
     CsvFileError,
     detect_delimiter,
     detect_encoding,
@@ -49,8 +49,8 @@ from connectors.csvdrop import (
     format_value,
     neutralised,
 )
-from connectors.fields import FIELD_NAMES, field_values
-from engine import Status, VerificationResult, Verifier, clean_text
+from mailprobe.connectors.fields import FIELD_NAMES, field_values
+from mailprobe.engine import Status, VerificationResult, Verifier, clean_text
 
 from .errors import InputError
 from .logs import through_console

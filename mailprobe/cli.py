@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from engine import MailprobeError
+from mailprobe.engine import MailprobeError
 
 from .cli_group import MailprobeGroup, setting
 from .config_advice import file_secret_warnings
@@ -168,7 +168,7 @@ def _verify_input(
     """Open the input (and the store, when it exists and is wanted), verify, close; the tally."""
     from contextlib import ExitStack
 
-    from engine import Verifier
+    from mailprobe.engine import Verifier
 
     from .bulk import open_input, run_verify
     from .errors import StoreError
@@ -290,7 +290,7 @@ def sync(ctx: click.Context, only: str | None) -> None:
 
 
 def _when(moment: Any) -> str:
-    from engine import format_time
+    from mailprobe.engine import format_time
 
     return format_time(moment) if moment is not None else "never"
 

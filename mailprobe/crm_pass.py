@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from connectors.base import Contact, FieldUpdate, FieldValue, Page, PushReport
-from connectors.fields import field_text, field_values, shows_value
-from engine import clean_text, format_time, parse_time
+from mailprobe.connectors.base import Contact, FieldUpdate, FieldValue, Page, PushReport
+from mailprobe.connectors.fields import field_text, field_values, shows_value
+from mailprobe.engine import clean_text, format_time, parse_time
 
 from .locks import pass_lock
 from .passes import PassContext, Tally

@@ -16,11 +16,11 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from connectors.base import FieldValue
-from connectors.csvcolumns import no_address_values, plain_values
-from connectors.csvdrop import CsvTable, unneutralised
-from connectors.fields import field_values
-from engine import Action
+from mailprobe.connectors.base import FieldValue
+from mailprobe.connectors.csvcolumns import no_address_values, plain_values
+from mailprobe.connectors.csvdrop import CsvTable, unneutralised
+from mailprobe.connectors.fields import field_values
+from mailprobe.engine import Action
 
 from .freshness import Cached
 from .store_async import ResultLookup

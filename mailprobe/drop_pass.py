@@ -20,8 +20,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.csvdrop import CsvFileError, CsvTable, DropFolder
-from engine import format_time
+from mailprobe.connectors.csvdrop import CsvFileError, CsvTable, DropFolder
+from mailprobe.engine import format_time
 
 from .csvoutput import MissingResult, OutputReport, Stopped, due_retries, write_output
 from .errors import StoreError

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import Address, parse_address
+from mailprobe.engine import Address, parse_address
 
 from .store import ForgetCounts, Store
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import MailprobeError
+from mailprobe.engine import MailprobeError
 
 
 class ConfigError(MailprobeError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from engine import RETRIABLE, Action, Reason, Status, VerificationResult
+from mailprobe.engine import RETRIABLE, Action, Reason, Status, VerificationResult
 
 from .settings import AppSettings, PolicySettings
 

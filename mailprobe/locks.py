@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine import MailprobeError
+from mailprobe.engine import MailprobeError
 
 
 class ConnectorBusy(MailprobeError):

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from engine import format_time
+from mailprobe.engine import format_time
 
 from .logs import SecretMask
 from .settings import NotifySettings

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from connectors.errors import ConnectorError, FatalConnectorError
-from engine import MailprobeError, VerificationResult
+from mailprobe.connectors.errors import ConnectorError, FatalConnectorError
+from mailprobe.engine import MailprobeError, VerificationResult
 
 from .errors import StoreError
 from .locks import ConnectorBusy, pass_lock

@@ -12,8 +12,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from connectors.errors import ConnectorError
-from engine import VerificationResult
+from mailprobe.connectors.errors import ConnectorError
+from mailprobe.engine import VerificationResult
 
 from .crm_pass import CrmConnector
 from .locks import ConnectorBusy

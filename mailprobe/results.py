@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Literal
 
-from connectors.csvdrop import format_value, neutralise
-from connectors.fields import FIELD_NAMES, field_values
-from engine import Status, format_time, parse_time
+from mailprobe.connectors.csvdrop import format_value, neutralise
+from mailprobe.connectors.fields import FIELD_NAMES, field_values
+from mailprobe.engine import Status, format_time, parse_time
 
 from .errors import InputError
 from .freshness import Cached

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from engine import VerificationResult
+from mailprobe.engine import VerificationResult
 
 from .store import Store
 

@@ -30,7 +30,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from engine import EngineSettings
+from mailprobe.engine import EngineSettings
 
 from .config_advice import describe
 from .errors import ConfigError

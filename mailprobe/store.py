@@ -30,8 +30,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from connectors.base import Contact
-from engine import Reason, VerificationResult
+from mailprobe.connectors.base import Contact
+from mailprobe.engine import Reason, VerificationResult
 
 from .contact_state import (
     LIVE,

@@ -23,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from connectors.base import Contact
-from engine import VerificationResult
+from mailprobe.connectors.base import Contact
+from mailprobe.engine import VerificationResult
 
 from .errors import StoreBusy
 from .freshness import Cached, Decision, Freshness

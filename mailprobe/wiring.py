@@ -23,9 +23,9 @@ from datetime import UTC, date, datetime, time
 
 from pydantic import SecretStr
 
-from connectors.csvcolumns import Columns
-from connectors.csvdrop import DropFolder
-from engine import Verifier
+from mailprobe.connectors.csvcolumns import Columns
+from mailprobe.connectors.csvdrop import DropFolder
+from mailprobe.engine import Verifier
 
 from .crm_pass import CrmConnector
 from .drop_pass import CsvDrop
@@ -77,7 +77,7 @@ def build_connector(name: str, settings: ConnectorSettings, *, now: datetime) ->
         return CsvDrop(name, folder)
     if isinstance(settings, HubSpotConnectorSettings):
         token = _secret(settings.access_token, name, "access_token", "a private app token")
-        from connectors.hubspot import HubSpotConnector
+        from mailprobe.connectors.hubspot import HubSpotConnector
 
         client = HubSpotConnector(
             name,
@@ -89,7 +89,7 @@ def build_connector(name: str, settings: ConnectorSettings, *, now: datetime) ->
         return CrmConnector(name, client)
     if isinstance(settings, SendGridConnectorSettings):
         key = _secret(settings.api_key, name, "api_key", "a SendGrid API key")
-        from connectors.sendgrid import SendGridConnector
+        from mailprobe.connectors.sendgrid import SendGridConnector
 
         client = SendGridConnector(
             name,

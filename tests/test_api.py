@@ -25,14 +25,14 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from mailprobe.engine import EngineSettings, Reason, Status
+from mailprobe.engine.mx import MailRoute, MxHost, RouteKind
+from mailprobe.engine.settings import DnsSettings, SmtpSettings, SyntaxSettings
+from mailprobe.engine.syntax import Address, parse_address
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from engine import EngineSettings, Reason, Status
-from engine.mx import MailRoute, MxHost, RouteKind
-from engine.settings import DnsSettings, SmtpSettings, SyntaxSettings
-from engine.syntax import Address, parse_address
 from mailprobe import api
 from mailprobe.errors import ConfigError
 from mailprobe.settings import ApiSettings, AppSettings, StoreSettings

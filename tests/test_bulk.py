@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mailprobe.connectors.fields import FIELD_NAMES
+from mailprobe.engine import VerificationResult
+from mailprobe.engine import verifier as verifier_module
 from rich.console import Console
 
-from connectors.fields import FIELD_NAMES
-from engine import VerificationResult
-from engine import verifier as verifier_module
 from mailprobe import bulk
 from mailprobe.bulk import InputTable, ProgressView, Tally, open_input, verify_table
 from tests.fakes.dns import DnsServer, running_dns_server

@@ -3,14 +3,13 @@
 import random
 
 import pytest
-
-from engine.catchall import (
+from mailprobe.engine.catchall import (
     CatchAllOutcome,
     catch_all_outcome,
     made_up_local_part,
     recipient_verdict,
 )
-from engine.result import Reason, Status, Verdict
+from mailprobe.engine.result import Reason, Status, Verdict
 
 ACCEPTED = Verdict.of(Reason.ACCEPTED)
 NOT_FOUND = Verdict.of(Reason.MAILBOX_NOT_FOUND)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailprobe.connectors.fields import FIELD_NAMES
 
-from connectors.fields import FIELD_NAMES
 from tests.fakes.dns import DnsServer, running_dns_server
 from tests.fakes.net import assert_no_message_sent
 from tests.fakes.smtp import (

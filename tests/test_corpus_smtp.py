@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from mailprobe.engine import EngineSettings, Verifier
 
-from engine import EngineSettings, Verifier
 from tests.fakes.dns import DnsServer, running_dns_server
 from tests.fakes.net import assert_no_message_sent
 from tests.fakes.smtp import ScriptedSmtp, running_smtp_server

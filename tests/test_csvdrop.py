@@ -12,11 +12,16 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-
-from connectors.base import FieldValue
-from connectors.csvdrop import CsvFileError, CsvTable, DropFolder, format_value, neutralise
-from connectors.errors import SkippableRecordError
-from connectors.fields import FIELD_NAMES
+from mailprobe.connectors.base import FieldValue
+from mailprobe.connectors.csvdrop import (
+    CsvFileError,
+    CsvTable,
+    DropFolder,
+    format_value,
+    neutralise,
+)
+from mailprobe.connectors.errors import SkippableRecordError
+from mailprobe.connectors.fields import FIELD_NAMES
 
 NOW = 1_800_000_000.0
 FieldsForRow = Callable[[int, str], Mapping[str, FieldValue]]

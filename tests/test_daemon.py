@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from mailprobe.connectors.errors import ConnectorAuthError
 
-from connectors.errors import ConnectorAuthError
 from mailprobe.daemon import RETRY_JOB_ID, Daemon, sync_once, trigger_for
 from mailprobe.errors import ConfigError, StoreError
 from mailprobe.pipeline import CrmConnector
@@ -191,7 +191,7 @@ async def test_store_failure_in_a_pass_stops_the_daemon_with_the_store_error(
 
 
 def test_fake_crm_is_a_complete_connector() -> None:
-    from connectors.base import Sink, Source
+    from mailprobe.connectors.base import Sink, Source
 
     assert isinstance(FakeCrm(), Source) and isinstance(FakeCrm(), Sink)
 
@@ -238,8 +238,7 @@ async def test_http_api_runs_beside_the_daemon_when_enabled_and_stops(
     tmp_path: Path, store: Store
 ) -> None:
     import httpx
-
-    from engine import EngineSettings, Verifier
+    from mailprobe.engine import EngineSettings, Verifier
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -21,13 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+from mailprobe.connectors.base import Contact
+from mailprobe.engine import score
+from mailprobe.engine.result import Checks, Reason, SmtpCheck, Status, VerificationResult
 from pydantic import SecretStr
 from sqlite_utils import Database
 from starlette.applications import Starlette
 
-from connectors.base import Contact
-from engine import score
-from engine.result import Checks, Reason, SmtpCheck, Status, VerificationResult
 from mailprobe import api
 from mailprobe.api import charts
 from mailprobe.api import figures as figures_module

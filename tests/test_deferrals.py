@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 import pytest
+from mailprobe.engine import VerificationResult
+from mailprobe.engine import conversation as conversation_module
+from mailprobe.engine import probe as probe_module
+from mailprobe.engine import throttle as throttle_module
 
-from engine import VerificationResult
-from engine import conversation as conversation_module
-from engine import probe as probe_module
-from engine import throttle as throttle_module
 from tests.fakes.net import IP1, IP2, IP3, IP4, Net, assert_no_message_sent, verify_all
 from tests.fakes.smtp import (
     AnvilSmtp,

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mailprobe.connectors.fields import FIELD_NAMES, REASON_LABELS
+from mailprobe.engine.result import Reason
+from mailprobe.engine.score import BASE_SCORE
 
-from connectors.fields import FIELD_NAMES, REASON_LABELS
-from engine.result import Reason
-from engine.score import BASE_SCORE
 from mailprobe.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
+from mailprobe.connectors.csvcolumns import COLUMN_NAMES, Columns, summary
+from mailprobe.connectors.csvdrop import DropFolder
+from mailprobe.connectors.fields import FIELD_NAMES, smtp_reply_text
+from mailprobe.engine.result import Reason, Status
 
-from connectors.csvcolumns import COLUMN_NAMES, Columns, summary
-from connectors.csvdrop import DropFolder
-from connectors.fields import FIELD_NAMES, smtp_reply_text
-from engine.result import Reason, Status
 from mailprobe.daemon import Daemon, sync_once
 from mailprobe.pipeline import CsvDrop, Pipeline
 from mailprobe.settings import AppSettings, PolicySettings

@@ -1,8 +1,7 @@
 """engine/enrich.py: disposable, role, free and provider lookups."""
 
 import pytest
-
-from engine.enrich import (
+from mailprobe.engine.enrich import (
     FREE_DOMAINS,
     is_accept_all_provider,
     is_disposable,
@@ -44,7 +43,7 @@ def test_free_provider_is_never_on_the_disposable_list() -> None:
 
 
 def test_allowlisted_domain_wins_over_disposable_parent(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.enrich as enrich
+    import mailprobe.engine.enrich as enrich
 
     monkeypatch.setattr(enrich, "_NEVER_DISPOSABLE", frozenset({"kept.mailinator.com"}))
     assert not enrich.is_disposable("kept.mailinator.com")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
-
-from connectors.base import FieldValue
-from connectors.fields import field_text, shows_value
+from mailprobe.connectors.base import FieldValue
+from mailprobe.connectors.fields import field_text, shows_value
 
 NOON = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mailprobe.connectors.csvdrop import DropFolder
+from mailprobe.engine import EngineSettings, Verifier
+from mailprobe.engine.mx import is_contactable
 
-from connectors.csvdrop import DropFolder
-from engine import EngineSettings, Verifier
-from engine.mx import is_contactable
 from mailprobe import api
 from mailprobe.api import server as api_server
 from mailprobe.logs import configure as configure_logging

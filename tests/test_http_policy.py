@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from connectors import http_policy
-from connectors.errors import (
+from mailprobe.connectors import http_policy
+from mailprobe.connectors.errors import (
     ConnectorAuthError,
     ConnectorError,
     FatalConnectorError,
     RetriableConnectorError,
 )
-from connectors.http_policy import AnnouncedQuota, RetryPolicy, RollingWindow
+from mailprobe.connectors.http_policy import AnnouncedQuota, RetryPolicy, RollingWindow
+
 from tests.fakes.sendgrid import FakeClock
 
 NOW = datetime(2026, 12, 4, 17, 0, 0, tzinfo=UTC)

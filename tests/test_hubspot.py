@@ -17,12 +17,23 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from mailprobe.connectors.base import FieldUpdate, Page, PushReport, Sink, Source
+from mailprobe.connectors.errors import (
+    ConnectorAuthError,
+    FatalConnectorError,
+    RetriableConnectorError,
+)
+from mailprobe.connectors.fields import (
+    FIELDS,
+    GROUP_LABEL,
+    GROUP_NAME,
+    FieldKind,
+    field_text,
+    shows_value,
+)
+from mailprobe.connectors.hubspot import REQUIRED_SCOPES, HubSpotConnector, wire_value
+from mailprobe.engine import EngineSettings, Verifier
 
-from connectors.base import FieldUpdate, Page, PushReport, Sink, Source
-from connectors.errors import ConnectorAuthError, FatalConnectorError, RetriableConnectorError
-from connectors.fields import FIELDS, GROUP_LABEL, GROUP_NAME, FieldKind, field_text, shows_value
-from connectors.hubspot import REQUIRED_SCOPES, HubSpotConnector, wire_value
-from engine import EngineSettings, Verifier
 from mailprobe.pipeline import CrmConnector, Pipeline
 from mailprobe.store import RunOutcome, Store
 from tests.fakes.hubspot import TOKEN, FakeClock, FakeHubSpot

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 
 import pytest
+from mailprobe.engine.syntax import InvalidAddress, parse_address
 
-from engine.syntax import InvalidAddress, parse_address
 from tests.shared import CORPUS, corpus_file
 
 #: diagnosis -> accepted, for the categories where mailprobe chooses (see engine/syntax.py)

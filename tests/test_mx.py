@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import pytest
+from mailprobe.engine.errors import DnsError
+from mailprobe.engine.mx import MailRoute, MailRouter, MxHost, RouteKind, is_contactable, rank_mx
+from mailprobe.engine.settings import EngineSettings
 
-from engine.errors import DnsError
-from engine.mx import MailRoute, MailRouter, MxHost, RouteKind, is_contactable, rank_mx
-from engine.settings import EngineSettings
 from tests.fakes.dns import DnsServer, DroppingDns, ServfailDns, Transport, running_dns_server
 
 LOOPBACK = ["127.0.0.0/8"]

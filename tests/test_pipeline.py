@@ -10,11 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from mailprobe.connectors.csvdrop import DropFolder
+from mailprobe.connectors.errors import ConnectorAuthError
+from mailprobe.engine import EngineSettings, Verifier
+from mailprobe.engine.result import Reason, Status
 
-from connectors.csvdrop import DropFolder
-from connectors.errors import ConnectorAuthError
-from engine import EngineSettings, Verifier
-from engine.result import Reason, Status
 from mailprobe.locks import pass_lock
 from mailprobe.pipeline import (
     CrmConnector,

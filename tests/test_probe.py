@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from mailprobe.engine.errors import ProbeConnectError, ProbeProtocolError, ProbeTimeout
+from mailprobe.engine.probe import SMTPUTF8_UNSUPPORTED, Session, run_session
+from mailprobe.engine.result import SmtpReply, Stage
+from mailprobe.engine.settings import EngineSettings, SmtpSettings
 
-from engine.errors import ProbeConnectError, ProbeProtocolError, ProbeTimeout
-from engine.probe import SMTPUTF8_UNSUPPORTED, Session, run_session
-from engine.result import SmtpReply, Stage
-from engine.settings import EngineSettings, SmtpSettings
 from tests.fakes.smtp import (
     CatchAllSmtp,
     GreylistingSmtp,

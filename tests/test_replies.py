@@ -7,9 +7,8 @@ labelled real-world corpus is exercised separately by test_replies_corpus.py.
 from __future__ import annotations
 
 import pytest
-
-from engine.replies import _reason, _rules_for, classify, greylist_delay_s, parse_reply
-from engine.result import Reason, SmtpReply, Stage, Status, Verdict
+from mailprobe.engine.replies import _reason, _rules_for, classify, greylist_delay_s, parse_reply
+from mailprobe.engine.result import Reason, SmtpReply, Stage, Status, Verdict
 
 R = Reason
 

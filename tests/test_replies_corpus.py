@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 
 import pytest
+from mailprobe.engine.replies import classify, parse_reply
+from mailprobe.engine.result import Stage
 
-from engine.replies import classify, parse_reply
-from engine.result import Stage
 from tests.shared import corpus_file
 
 

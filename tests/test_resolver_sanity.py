@@ -11,11 +11,11 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from mailprobe.engine import Reason, Status, Verifier, sanity
+from mailprobe.engine import verifier as verifier_module
+from mailprobe.engine.sanity import ResolverSanity
+from mailprobe.engine.settings import DnsSettings
 
-from engine import Reason, Status, Verifier, sanity
-from engine import verifier as verifier_module
-from engine.sanity import ResolverSanity
-from engine.settings import DnsSettings
 from tests.fakes.dns import CANARY, DnsServer, HijackingDns, NxdomainDns, running_dns_server
 from tests.fakes.net import IP1, Net, verify_all
 

@@ -6,9 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-import engine
-from engine.result import (
+from mailprobe.engine.result import (
     STATUS_OF_REASON,
     Action,
     Checks,
@@ -17,6 +15,8 @@ from engine.result import (
     Status,
     VerificationResult,
 )
+
+from mailprobe import engine
 from tests.shared import SHARED
 
 DESIGN_EXAMPLE = {

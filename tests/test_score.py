@@ -1,9 +1,8 @@
 """The score rubric and actions: bands never overlap, flags move scores within their band."""
 
 import pytest
-
-from engine.result import STATUS_OF_REASON, Action, Reason, Status
-from engine.score import BANDS, BASE_SCORE, action, score
+from mailprobe.engine.result import STATUS_OF_REASON, Action, Reason, Status
+from mailprobe.engine.score import BANDS, BASE_SCORE, action, score
 
 
 @pytest.mark.parametrize("reason", list(Reason))

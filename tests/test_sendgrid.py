@@ -12,23 +12,30 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-
-from connectors.base import Contact, FieldUpdate, FieldValue, Page
-from connectors.errors import (
+from mailprobe.connectors.base import Contact, FieldUpdate, FieldValue, Page
+from mailprobe.connectors.errors import (
     ConnectorAuthError,
     FatalConnectorError,
     RetriableConnectorError,
 )
-from connectors.fields import FIELD_NAMES, FIELDS, FieldKind, field_text, field_values, shows_value
-from connectors.sendgrid import (
+from mailprobe.connectors.fields import (
+    FIELD_NAMES,
+    FIELDS,
+    FieldKind,
+    field_text,
+    field_values,
+    shows_value,
+)
+from mailprobe.connectors.sendgrid import (
     FIELD_TYPES,
     MAX_UPSERT_BYTES,
     SendGridConnector,
     read_back,
     wire_value,
 )
-from connectors.sendgrid.upsert import Row, chunks
-from engine.result import Reason, Status
+from mailprobe.connectors.sendgrid.upsert import Row, chunks
+from mailprobe.engine.result import Reason, Status
+
 from mailprobe.pipeline import CrmConnector, Pipeline
 from mailprobe.store import RunOutcome, Store
 from tests.fakes.pipeline import Clock as PipelineClock
@@ -590,8 +597,8 @@ async def test_export_file_over_the_cap_ends_the_pass_clearly_and_loses_nothing(
 
 _KILLED_WRITER = """
 import asyncio, json, os, signal, sys
-from connectors.base import FieldUpdate
-from connectors.sendgrid import SendGridConnector
+from mailprobe.connectors.base import FieldUpdate
+from mailprobe.connectors.sendgrid import SendGridConnector
 
 async def main(base_url, path):
     updates = [FieldUpdate(u["id"], u["fields"], email=u["email"]) for u in json.load(open(path))]
@@ -740,7 +747,7 @@ _KILLED_PASS = """
 import asyncio, os, signal, sys
 from mailprobe.pipeline import CrmConnector, Pipeline
 from mailprobe.store import Store
-from connectors.sendgrid import SendGridConnector
+from mailprobe.connectors.sendgrid import SendGridConnector
 from tests.fakes.pipeline import Clock, FakeVerifier
 from tests.test_sendgrid import every_tenth_invalid
 

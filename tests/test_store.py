@@ -8,10 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from mailprobe.connectors.base import Contact
+from mailprobe.engine.result import Action, Reason, Status, VerificationResult
 from sqlite_utils import Database
 
-from connectors.base import Contact
-from engine.result import Action, Reason, Status, VerificationResult
 from mailprobe.errors import StoreError
 from mailprobe.freshness import Cached, Freshness
 from mailprobe.migrations import KNOWN, migrations

@@ -5,8 +5,7 @@ import dataclasses
 import pytest
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import DOMAIN_NAME_REGEX
-
-from engine.syntax import (
+from mailprobe.engine.syntax import (
     Address,
     InvalidAddress,
     _checked_domain,

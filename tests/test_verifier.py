@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 from dnslib import QTYPE, DNSRecord
+from mailprobe.engine import Action, DnsError, Reason, Status, VerificationResult, Verifier
+from mailprobe.engine import enrich as enrich_module
+from mailprobe.engine import throttle as throttle_module
+from mailprobe.engine.mx import RouteKind
+from mailprobe.engine.run import Steps
+from mailprobe.engine.score import BANDS
 
-from engine import Action, DnsError, Reason, Status, VerificationResult, Verifier
-from engine import enrich as enrich_module
-from engine import throttle as throttle_module
-from engine.mx import RouteKind
-from engine.run import Steps
-from engine.score import BANDS
 from tests.fakes.dns import DnsServer, running_dns_server
 from tests.fakes.net import IP1, IP2, IP3, TIMEOUT_S, Net, assert_no_message_sent, verify_all
 from tests.fakes.smtp import (

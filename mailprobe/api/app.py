@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from engine import EngineSettings, Verifier
+from mailprobe.engine import EngineSettings, Verifier
 
 from ..freshness import freshness_for
 from ..settings import AppSettings

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from engine import VerificationResult
+from mailprobe.engine import VerificationResult
 
 from ..errors import StoreError
 from ..freshness import Cached, Freshness

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from engine import VerificationResult
+from mailprobe.engine import VerificationResult
 
 from .requests import MAX_EMAIL_LENGTH, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, BatchRequest, VerifyRequest
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from engine import DnsError, MailRouter, ResolverHealth, ResolverSanity
+from mailprobe.engine import DnsError, MailRouter, ResolverHealth, ResolverSanity
 
 from ..errors import StoreError
 from ..settings import AppSettings

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from engine import parse_time
+from mailprobe.engine import parse_time
 
 from ..store import DayCount, DeferringDomain, PassRecord, QueueDepth, RetryDepth, Store
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from connectors.fields import REASON_LABELS
-from engine import Reason
+from mailprobe.connectors.fields import REASON_LABELS
+from mailprobe.engine import Reason
 
 from ..store import PassRecord, RunOutcome
 from .charts import Series, e, fill_defs, legend, meter_rows, share_bar, stacked_columns, swatch

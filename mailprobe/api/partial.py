@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from engine import (
+from mailprobe.engine import (
     Address,
     MailRoute,
     Reason,

@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from engine import Verifier
+from mailprobe.engine import Verifier
 
 from ..settings import AppSettings
 from ..store import Store

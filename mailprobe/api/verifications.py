@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from engine import Address, DnsError, MailRoute, VerificationResult, Verifier, parse_address
+from mailprobe.engine import (
+    Address,
+    DnsError,
+    MailRoute,
+    VerificationResult,
+    Verifier,
+    parse_address,
+)
 
 from .cache import ResultCache
 from .metrics import ApiMetrics

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from connectors.errors import ConnectorError, RetriableConnectorError
-from engine import MailprobeError
+from mailprobe.connectors.errors import ConnectorError, RetriableConnectorError
+from mailprobe.engine import MailprobeError
 
 from ..errors import ConfigError, StoreError
 from ..migrations import KNOWN
@@ -114,7 +114,7 @@ def _credential_fix(name: str) -> str:
 
 
 def _drop_folder(name: str, conf: CsvConnectorSettings) -> Finding:
-    from connectors.csvdrop import DropFolder
+    from mailprobe.connectors.csvdrop import DropFolder
 
     folder = DropFolder(conf.folder)
     try:

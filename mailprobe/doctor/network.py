@@ -12,7 +12,15 @@ import ipaddress
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from engine import DnsError, EngineSettings, Lookup, ProbeError, Records, ResolverSanity, greet
+from mailprobe.engine import (
+    DnsError,
+    EngineSettings,
+    Lookup,
+    ProbeError,
+    Records,
+    ResolverSanity,
+    greet,
+)
 
 from .report import Finding, Outcome
 from .spf import check_spf

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from engine import format_time
+from mailprobe.engine import format_time
 
 
 class Outcome(StrEnum):

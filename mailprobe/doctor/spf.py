@@ -16,7 +16,7 @@ import dns.exception
 import dns.resolver
 import spf
 
-from engine import DnsSettings
+from mailprobe.engine import DnsSettings
 
 #: pyspf's DNSLookup is one global: two evaluations at once must not swap it under each other.
 _LOOKUP_LOCK = threading.Lock()

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
+from mailprobe.engine import EngineSettings, VerificationResult, Verifier
+from mailprobe.engine import throttle as throttle_module
 
-from engine import EngineSettings, VerificationResult, Verifier
-from engine import throttle as throttle_module
 from tests.fakes.dns import DnsServer
 from tests.fakes.smtp import ScriptedSmtp, shared_port
 

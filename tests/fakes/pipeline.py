@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from connectors.base import Contact, FieldUpdate, Page, PushReport
-from connectors.csvdrop import DropFolder
-from connectors.errors import RetriableConnectorError
-from engine.result import Reason, Status, VerificationResult
+from mailprobe.connectors.base import Contact, FieldUpdate, Page, PushReport
+from mailprobe.connectors.csvdrop import DropFolder
+from mailprobe.connectors.errors import RetriableConnectorError
+from mailprobe.engine.result import Reason, Status, VerificationResult
+
 from mailprobe.pipeline import CsvDrop, PassReport
 from tests.fakes.results import NOW, make_result
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine import score
-from engine.result import Checks, Reason, SmtpCheck, Status, VerificationResult
+from mailprobe.engine import score
+from mailprobe.engine.result import Checks, Reason, SmtpCheck, Status, VerificationResult
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

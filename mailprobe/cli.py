@@ -173,6 +173,7 @@ def _verify_input(
     from .bulk import open_input, run_verify
     from .errors import StoreError
     from .reuse import StoreBacked
+    from .store_async import SQLiteAsyncStore
     from .wiring import open_store
 
     with ExitStack() as stack:
@@ -185,7 +186,10 @@ def _verify_input(
                 store = stack.enter_context(open_store(settings))
             except StoreError as exc:
                 raise StoreError(exc.path, f"{exc.hint} (or verify with --no-store)") from None
-            engine = StoreBacked(engine, store, fresh=store_mode == "fresh")
+            # The store's verbs run on its own threads: saving never stalls a session.
+            answers = SQLiteAsyncStore.over(store)
+            stack.callback(answers.close)
+            engine = StoreBacked(engine, answers, fresh=store_mode == "fresh")
         return run_verify(
             engine,
             table,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from mailprobe.engine import VerificationResult
 
-from .store import Store
+from .store_async import AsyncStore
 
 if TYPE_CHECKING:
     from .passes import BulkVerifier
@@ -60,7 +60,7 @@ class StoreBacked:
     def __init__(
         self,
         verifier: BulkVerifier,
-        store: Store,
+        store: AsyncStore,
         *,
         fresh: bool = False,
         clock: Callable[[], datetime] = _now,
@@ -97,7 +97,7 @@ class StoreBacked:
     ) -> AsyncIterator[str]:
         """Yield the addresses the store has no fresh answer for; hand the others to `out`."""
         async for email in _each(emails):
-            stored = None if self.fresh else self.store.fresh_result(email, now=self.clock())
+            stored = None if self.fresh else await self.store.fresh_result(email, now=self.clock())
             if stored is None:
                 yield email
             else:
@@ -116,16 +116,18 @@ class StoreBacked:
                         since = time.monotonic()
                     unsaved.append(result)
                     if len(unsaved) >= _SAVE_BATCH or time.monotonic() - since >= _SAVE_EVERY_S:
-                        self._save(unsaved)
+                        await self._save(unsaved)
                     await out.put(result)
         except Exception as exc:  # handed to the caller, who raises it
             await out.put(_Failed(exc))
             return
         finally:
-            self._save(unsaved)  # also after Ctrl-C: what was printed is kept
+            await self._save(unsaved)  # also after Ctrl-C: what was printed is kept
         await out.put(_DONE)
 
-    def _save(self, unsaved: list[VerificationResult]) -> None:
+    async def _save(self, unsaved: list[VerificationResult]) -> None:
+        """Save the batch off the event loop (the store's writer thread), then empty it."""
         if unsaved:
-            self.store.save_results(unsaved, now=self.clock())
+            batch = list(unsaved)
             unsaved.clear()
+            await self.store.save_results(batch, now=self.clock())

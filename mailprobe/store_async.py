@@ -65,6 +65,9 @@ class AsyncStore(Protocol):
 
     # -- results
     async def save_result(self, result: VerificationResult, *, now: datetime) -> Decision: ...
+    async def save_results(
+        self, results: Sequence[VerificationResult], *, now: datetime
+    ) -> list[Decision]: ...
     async def fresh_result(self, email: str, *, now: datetime) -> VerificationResult | None: ...
     async def address_forms(self, normalized: str) -> list[str]: ...
     async def share_result(
@@ -271,6 +274,11 @@ class SQLiteAsyncStore:
         for lane in (self._writes, self._reads, self._long_reads):
             await asyncio.to_thread(lane.close)
 
+    def close(self) -> None:
+        """Close every lane from outside a running loop (a command's ExitStack)."""
+        for lane in (self._writes, self._reads, self._long_reads):
+            lane.close()
+
     async def __aenter__(self) -> SQLiteAsyncStore:
         return self
 
@@ -280,6 +288,7 @@ class SQLiteAsyncStore:
     # -- the verbs: each runs the Store verb of the same name on its lane -----------------------
 
     save_result = _on("_writes", "save_result")
+    save_results = _on("_writes", "save_results")  # one transaction for the batch
     fresh_result = _on("_reads", "fresh_result")
     address_forms = _on("_reads", "address_forms")
     share_result = _on("_writes", "share_result")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -87,7 +86,7 @@ def _chunk(ip: str, rcpts: list[str]) -> dict[str, str]:
         for rcpt in rcpts:
             try:
                 code, text = smtp.rcpt(rcpt)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return {**answers, **{r: "timeout" for r in rcpts if r not in answers}}
             except smtplib.SMTPServerDisconnected:
                 return {**answers, **{r: "dropped" for r in rcpts if r not in answers}}

@@ -139,7 +139,7 @@ def zone() -> str:
         + mx("catch.test", "mx.catch.test", PF_A)
         + mx("grey.test", "mx.grey.test", PF_A)
         + f"backup.test. MX 10 mx-dead.backup.test.\nmx-dead.backup.test. A {DEAD_IP}\n"
-        + f"backup.test. MX 20 mx1.pf.test.\n"
+        + "backup.test. MX 20 mx1.pf.test.\n"
         + mx("other.test", "mx.other.test", PF_B)
         + "".join(
             mx(d, f"mx.{d}", f"{NET}.{MIMIC_IPS[k]}")
@@ -235,6 +235,10 @@ class World:
 
     def __init__(self, root: Path, sizes: Sizes) -> None:
         self.root, self.sizes = root, sizes
+        root.mkdir(parents=True, exist_ok=True)
+        for folder in (root, *root.parents):  # the daemons' users must reach their dirs
+            if str(folder).startswith(tempfile.gettempdir() + "/"):
+                folder.chmod(0o755)
         self.ns = f"mpworld{os.getpid()}"
         self.rows, self.boxes = truth(sizes)
         self.children: list[subprocess.Popen] = []

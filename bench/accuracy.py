@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "world"))
 
-from world import CANARY, DNS_IP, NET, Sizes, World, can_run  # noqa: E402
+from world import CANARY, DNS_IP, NET, Sizes, World, can_run, stop_on_sigterm  # noqa: E402
 
 STATUSES = ("valid", "invalid", "catch_all", "risky", "unknown")
 PEER_VENV = ROOT / ".peer-venv"
@@ -74,8 +74,12 @@ def run_in_world(world: World, name: str, argv: list[str], workdir: Path, env=No
     """Run one verifier inside the namespace; parse its JSON lines."""
     started = time.perf_counter()
     done = subprocess.run(
-        ["ip", "netns", "exec", world.ns, *argv], cwd=workdir, env=env,
-        capture_output=True, text=True, timeout=900,
+        ["ip", "netns", "exec", world.ns, *argv],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     wall_s = time.perf_counter() - started
     if done.returncode:
@@ -101,8 +105,9 @@ def peer_argv() -> list[str]:
     python = PEER_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "py3-validate-email"],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "py3-validate-email"], check=True
+        )
     return [str(python), str(ROOT / "bench" / "world" / "peer_validate_email.py"), "list.txt"]
 
 
@@ -133,8 +138,9 @@ def score(truth: dict[str, str], run: Run) -> Score:
             expected == "invalid" and got in ("valid", "catch_all")
         ):
             dangerous.append((email, expected, got))
-    definite = [(t, a) for (t, a), n in matrix.items() for _ in range(n)
-                if a not in ("unknown", "missing")]
+    definite = [
+        (t, a) for (t, a), n in matrix.items() for _ in range(n) if a not in ("unknown", "missing")
+    ]
     return Score(
         matrix=matrix,
         total=len(truth),
@@ -155,21 +161,31 @@ def report(run: Run, result: Score) -> bool:
         row = [result.matrix[expected, c] for c in columns]
         if any(row):
             print(f"{expected:<15}" + "".join(f"{n:>10}" for n in row))
-    print(f"definite accuracy: {result.definite_accuracy:.2%} "
-          f"({result.definite_correct}/{result.definite} answers other than unknown)")
-    print(f"overall accuracy:  {result.correct / result.total:.2%} "
-          f"({result.correct}/{result.total})")
+    print(
+        f"definite accuracy: {result.definite_accuracy:.2%} "
+        f"({result.definite_correct}/{result.definite} answers other than unknown)"
+    )
+    print(
+        f"overall accuracy:  {result.correct / result.total:.2%} ({result.correct}/{result.total})"
+    )
     print(f"dangerous errors:  {len(result.dangerous)}")
     for email, expected, got in result.dangerous[:20]:
         print(f"    {email}: truth {expected}, answered {got}")
     print(f"output lines not JSON: {run.bad_lines}; addresses with no answer: {result.missing}")
-    return (result.definite_accuracy >= TARGET_DEFINITE and not result.dangerous
-            and run.bad_lines == 0 and result.missing == 0)
+    return (
+        result.definite_accuracy >= TARGET_DEFINITE
+        and not result.dangerous
+        and run.bad_lines == 0
+        and result.missing == 0
+    )
 
 
 def wrong_answers(truth: dict[str, str], run: Run) -> list[str]:
-    return [f"{e}: truth {t}, answered {run.answers.get(e, 'missing')}"
-            for e, t in truth.items() if run.answers.get(e) != t]
+    return [
+        f"{e}: truth {t}, answered {run.answers.get(e, 'missing')}"
+        for e, t in truth.items()
+        if run.answers.get(e) != t
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason := can_run():
         print(f"cannot bring up the world: {reason}", file=sys.stderr)
         return 2
+    stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="mailprobe-accuracy-") as tmp:
         workdir = Path(tmp)
         with World.up(workdir / "world", Sizes.of(args.slice)) as world:
@@ -189,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             emails = list(truth)
             random.Random(16).shuffle(emails)
             (workdir / "list.txt").write_text("\n".join(emails) + "\n")
-            print(f"world {world.ns}: {len(truth)} addresses, every label confirmed by the "
-                  f"oracle (dig, smtplib): {dict(Counter(truth.values()))}")
+            print(
+                f"world {world.ns}: {len(truth)} addresses, every label confirmed by the "
+                f"oracle (dig, smtplib): {dict(Counter(truth.values()))}"
+            )
             runs = [run_in_world(world, "mailprobe", mailprobe_argv(), workdir, mailprobe_env())]
             if args.peer:
                 runs.append(run_in_world(world, "py3-validate-email", peer_argv(), workdir))
@@ -200,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         met = met and (ok or index > 0)  # the targets are ours; peers are printed beside
         if args.show_wrong:
             print("\n".join(f"    {line}" for line in wrong_answers(truth, run)))
-    print(f"\ntargets (definite >= {TARGET_DEFINITE:.1%}, 0 dangerous, all JSON): "
-          f"{'met' if met else 'MISSED'}")
+    print(
+        f"\ntargets (definite >= {TARGET_DEFINITE:.1%}, 0 dangerous, all JSON): "
+        f"{'met' if met else 'MISSED'}"
+    )
     return 0 if met else 1
 
 

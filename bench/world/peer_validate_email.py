@@ -23,8 +23,12 @@ def one(email: str) -> str:
     (it raises UnicodeDecodeError on a Latin-1 reply) is unknown, with the error beside."""
     try:
         answer = validate_email(
-            email, check_blacklist=False, smtp_helo_host="probe.world.test",
-            smtp_from_address="bounce@probe.world.test", smtp_timeout=10, dns_timeout=5,
+            email,
+            check_blacklist=False,
+            smtp_helo_host="probe.world.test",
+            smtp_from_address="bounce@probe.world.test",
+            smtp_timeout=10,
+            dns_timeout=5,
         )
     except Exception as error:  # noqa: BLE001 - the peer's crash is a finding, not our failure
         return json.dumps({"email": email, "status": "unknown", "error": repr(error)[:200]})

@@ -1,9 +1,11 @@
 """A labelled mail world in a network namespace: real DNS, real Postfix, postgrey, mimics.
 
-Run as root on Debian (packages: see bench/world/README.md). Everything lives in a fresh
-network namespace whose own loopback also holds addresses of 198.18.0.0/24 (the
-benchmarking range, RFC 2544, so that an MX on 127.0.0.1 stays unroutable for the verifier): nothing started here is reachable from the host or beyond, and the host's own mail
-and DNS services are never touched. Every daemon gets its own config and spool under a temp dir.
+Run as root on Debian with `apt-get install postfix postgrey nsd dnsutils swaks openssl`
+(under a policy-rc.d that forbids starts: none of them runs as a host service). Everything lives
+in a fresh network namespace whose own loopback also holds 198.18.0.0/24 (the benchmarking
+range, RFC 2544; an MX on 127.0.0.1 thus stays unroutable for the verifier): nothing started here
+is reachable from the host or beyond, and the host's own mail and DNS services are never touched.
+Every daemon gets its own config and spool under a temp dir.
 
     python bench/world/world.py up            # bring it up, print the truth, hold until Ctrl-C
     python bench/world/world.py up --slice    # the small slice CI runs
@@ -127,6 +129,7 @@ def truth(sizes: Sizes) -> tuple[list[Truth], dict[str, list[str]]]:
 
 def zone() -> str:
     """Return the zone file of `test.`: every world domain's mail route."""
+
     def mx(domain: str, host: str, ip: str) -> str:
         return f"{domain}. MX 10 {host}.\n{host}. A {ip}\n"
 
@@ -144,8 +147,12 @@ def zone() -> str:
         + "".join(
             mx(d, f"mx.{d}", f"{NET}.{MIMIC_IPS[k]}")
             for d, k in (
-                ("gstyle.test", "gmail"), ("mstyle.test", "microsoft"), ("latin.test", "latin1"),
-                ("slow.test", "slowdrip"), ("tarpit.test", "tarpit"), ("drop.test", "drop"),
+                ("gstyle.test", "gmail"),
+                ("mstyle.test", "microsoft"),
+                ("latin.test", "latin1"),
+                ("slow.test", "slowdrip"),
+                ("tarpit.test", "tarpit"),
+                ("drop.test", "drop"),
             )
         )
         + mx("dead.test", "mx.dead.test", DEAD_IP)
@@ -298,8 +305,13 @@ class World:
         d.mkdir()
         shutil.chown(d, "postgrey", "postgrey")
         self.spawn(
-            "postgrey", "--inet=127.0.0.1:10023", f"--delay={GREY_DELAY_S}", f"--dbdir={d}",
-            "--auto-whitelist-clients=0", "--user=postgrey", "--group=postgrey",
+            "postgrey",
+            "--inet=127.0.0.1:10023",
+            f"--delay={GREY_DELAY_S}",
+            f"--dbdir={d}",
+            "--auto-whitelist-clients=0",
+            "--user=postgrey",
+            "--group=postgrey",
             log="postgrey.out",
         )
 
@@ -340,14 +352,26 @@ class World:
         probe = (
             "import socket,sys\n"
             "for ip in sys.argv[1:]:\n"
-            "    s = socket.create_connection((ip, 25), 2); s.recv(100); s.close()\n"
+            "    s = socket.create_connection((ip, 25), 5); s.recv(100); s.close()\n"
         )
         ips = [PF_A, PF_B, *(f"{NET}.{n}" for n in MIMIC_IPS.values())]
         deadline = time.monotonic() + timeout_s
         while True:
             dig = subprocess.run(
-                ["ip", "netns", "exec", self.ns, "dig", "+short", "+time=1", "+tries=1",
-                 f"@{DNS_IP}", CANARY], capture_output=True, text=True,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.ns,
+                    "dig",
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                    f"@{DNS_IP}",
+                    CANARY,
+                ],
+                capture_output=True,
+                text=True,
             )
             smtp = subprocess.run(
                 ["ip", "netns", "exec", self.ns, sys.executable, "-c", probe, *ips],
@@ -363,8 +387,11 @@ class World:
         """Stop every process inside the namespace, then delete it (safe to call twice)."""
         for d in getattr(self, "postfix_dirs", []):
             with suppress(Exception):
-                subprocess.run(["ip", "netns", "exec", self.ns, "postfix", "-c",
-                                str(d / "conf"), "stop"], capture_output=True, timeout=15)
+                subprocess.run(
+                    ["ip", "netns", "exec", self.ns, "postfix", "-c", str(d / "conf"), "stop"],
+                    capture_output=True,
+                    timeout=15,
+                )
         for child in self.children:
             with suppress(ProcessLookupError):
                 child.terminate()
@@ -388,11 +415,15 @@ class World:
         self.write_truth(path)
         done = subprocess.run(
             ["ip", "netns", "exec", self.ns, sys.executable, str(HERE / "oracle.py"), str(path)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if done.returncode:
-            raise RuntimeError(f"the oracle disagrees with the truth file:\n{done.stdout[-3000:]}"
-                               f"{done.stderr[-1000:]}")
+            raise RuntimeError(
+                f"the oracle disagrees with the truth file:\n{done.stdout[-3000:]}"
+                f"{done.stderr[-1000:]}"
+            )
         return path
 
 
@@ -425,18 +456,53 @@ def _no_chroot(line: str) -> str:
 
 def _self_signed(d: Path, host: str) -> None:
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", f"/CN={host}", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={host}",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
     )
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so `World.up` tears the world down on either."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def remove_namespace(name: str) -> None:
+    """Kill what runs in one of our namespaces and delete it: the last resort of a failed run."""
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+    for pid in pids.stdout.split():
+        with suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
 
 
 def can_run() -> str | None:
     """Return why this machine cannot bring up the world, or None when it can."""
     if os.geteuid() != 0:
         return "needs root (network namespaces, daemons)"
-    missing = [t for t in ("ip", "nsd", "postfix", "postgrey", "dig", "openssl")
-               if shutil.which(t) is None]
+    missing = [
+        t for t in ("ip", "nsd", "postfix", "postgrey", "dig", "openssl") if shutil.which(t) is None
+    ]
     if missing:
         return f"missing {', '.join(missing)}: apt-get install postfix postgrey nsd dnsutils"
     probe = subprocess.run(["ip", "netns", "add", f"mpcheck{os.getpid()}"], capture_output=True)
@@ -453,12 +519,17 @@ def main() -> None:
     args = parser.parse_args()
     if reason := can_run():
         sys.exit(f"cannot bring up the world: {reason}")
-    with tempfile.TemporaryDirectory(prefix="mailworld-") as tmp, \
-            World.up(Path(tmp), Sizes.of(args.slice)) as world:
+    stop_on_sigterm()
+    with (
+        tempfile.TemporaryDirectory(prefix="mailworld-") as tmp,
+        World.up(Path(tmp), Sizes.of(args.slice)) as world,
+    ):
         path = world.confirm()
         print(f"namespace {world.ns}, {len(world.rows)} addresses confirmed, truth in {path}")
-        print(f"try: ip netns exec {world.ns} swaks --server {PF_A} --to alice.smith@pf.test "
-              "--quit-after RCPT")
+        print(
+            f"try: ip netns exec {world.ns} swaks --server {PF_A} --to alice.smith@pf.test "
+            "--quit-after RCPT"
+        )
         with suppress(KeyboardInterrupt):
             signal.pause()
 

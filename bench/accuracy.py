@@ -11,7 +11,7 @@ line is valid JSON. Exit status 1 when a target is missed: definite accuracy >= 
 
     python bench/accuracy.py            # the whole world (~500 addresses)
     python bench/accuracy.py --slice    # the slice CI runs
-    python bench/accuracy.py --peer     # also py3-validate-email (own venv: .peer-venv)
+    python bench/accuracy.py --peer     # also py3-validate-email, validate-email (own venvs)
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ sys.path.insert(0, str(ROOT / "bench" / "world"))
 from world import CANARY, DNS_IP, NET, Sizes, World, can_run, stop_on_sigterm  # noqa: E402
 
 STATUSES = ("valid", "invalid", "catch_all", "risky", "unknown")
-PEER_VENV = ROOT / ".peer-venv"
+PEER_VENVS = ROOT / ".peer-venvs"
+#: Open-source verifiers that ask the server (SMTP RCPT), with what pip installs for each.
+PEERS = {
+    "py3-validate-email": ["py3-validate-email"],
+    "validate-email": ["validate-email", "py3dns"],
+}
 TARGET_DEFINITE = 0.995
 
 
@@ -100,15 +105,15 @@ def mailprobe_argv() -> list[str]:
     return [*base, "verify", "--file", "list.txt", "--format", "jsonl", "--quiet"]
 
 
-def peer_argv() -> list[str]:
-    """The py3-validate-email runner, in its own venv (made here once: our deps stay ours)."""
-    python = PEER_VENV / "bin" / "python"
+def peer_argv(peer: str) -> list[str]:
+    """A peer's runner, in its own venv (made here once: our deps stay ours)."""
+    venv = PEER_VENVS / peer
+    python = venv / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "py3-validate-email"], check=True
-        )
-    return [str(python), str(ROOT / "bench" / "world" / "peer_validate_email.py"), "list.txt"]
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        install = [str(python), "-m", "pip", "install", "-q", *PEERS[peer]]
+        subprocess.run(install, check=True)
+    return [str(python), str(ROOT / "bench" / "world" / "peers.py"), peer, "list.txt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +196,7 @@ def wrong_answers(truth: dict[str, str], run: Run) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slice", action="store_true", help="the small slice CI runs")
-    parser.add_argument("--peer", action="store_true", help="also run py3-validate-email")
+    parser.add_argument("--peer", action="store_true", help="also run the peers (PEERS)")
     parser.add_argument("--show-wrong", action="store_true", help="list every wrong answer")
     args = parser.parse_args(argv)
     if reason := can_run():
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             ]
             if args.peer:
-                runs.append(run_in_world(world, "py3-validate-email", peer_argv(), workdir))
+                runs += [run_in_world(world, p, peer_argv(p), workdir) for p in PEERS]
     met = True
     for index, run in enumerate(runs):
         ok = report(run, score(truth, run))

@@ -516,6 +516,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up"])
     parser.add_argument("--slice", action="store_true", help="the small slice CI runs")
+    parser.add_argument("--truth", type=Path, help="also copy the truth file here")
     args = parser.parse_args()
     if reason := can_run():
         sys.exit(f"cannot bring up the world: {reason}")
@@ -526,10 +527,10 @@ def main() -> None:
     ):
         path = world.confirm()
         print(f"namespace {world.ns}, {len(world.rows)} addresses confirmed, truth in {path}")
-        print(
-            f"try: ip netns exec {world.ns} swaks --server {PF_A} --to alice.smith@pf.test "
-            "--quit-after RCPT"
-        )
+        sample = next(row.email for row in world.rows if row.status == "valid")
+        print(f"try: ip netns exec {world.ns} swaks --server {PF_A} --to {sample} -q RCPT")
+        if args.truth:
+            shutil.copy(path, args.truth)
         with suppress(KeyboardInterrupt):
             signal.pause()
 

@@ -73,6 +73,7 @@ class Run:
     answers: dict[str, str]  # email -> status
     bad_lines: int  # output lines that are not JSON objects with email and status
     wall_s: float
+    tls: int = 0  # answers whose SMTP session ran over STARTTLS (mailprobe's checks.smtp.tls)
 
 
 def run_in_world(world: World, name: str, argv: list[str], workdir: Path, env=None) -> Run:
@@ -89,14 +90,16 @@ def run_in_world(world: World, name: str, argv: list[str], workdir: Path, env=No
     wall_s = time.perf_counter() - started
     if done.returncode:
         print(f"{name} exited {done.returncode}: {done.stderr[-600:]}", file=sys.stderr)
-    answers, bad = {}, 0
+    answers, bad, tls = {}, 0, 0
     for line in done.stdout.splitlines():
         try:
             item = json.loads(line)
             answers[item["email"]] = item["status"]
         except (ValueError, KeyError, TypeError):
             bad += 1
-    return Run(name, answers, bad, wall_s)
+            continue
+        tls += bool(((item.get("checks") or {}).get("smtp") or {}).get("tls"))
+    return Run(name, answers, bad, wall_s, tls)
 
 
 def mailprobe_argv() -> list[str]:
@@ -177,6 +180,8 @@ def report(run: Run, result: Score) -> bool:
     for email, expected, got in result.dangerous[:20]:
         print(f"    {email}: truth {expected}, answered {got}")
     print(f"output lines not JSON: {run.bad_lines}; addresses with no answer: {result.missing}")
+    if run.tls:
+        print(f"answers from a session over STARTTLS: {run.tls}")
     return (
         result.definite_accuracy >= TARGET_DEFINITE
         and not result.dangerous

@@ -21,9 +21,10 @@ GMAIL_NO_USER = (
     "550 5.1.1 unnecessary spaces. https://support.google.com/mail/?p=NoSuchUser "
     "a1si123456wrb.12 - gsmtp"
 )
+# Exchange Online's directory-based edge blocking: the tenant has no such recipient.
 MICROSOFT_NO_USER = (
-    "550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302). "
-    "[AM0PR01MB1234.eurprd01.prod.exchangelabs.com]"
+    "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) "
+    "[BN8NAM11FT001.eop-nam11.prod.protection.outlook.com 2026-12-04T18:00:00.000Z]"
 )
 
 

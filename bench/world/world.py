@@ -13,7 +13,8 @@ Every daemon gets its own config and spool under a temp dir.
 Who answers what (addresses inside the namespace):
     198.18.0.53  NSD, authoritative for `test.` (every world domain, NXDOMAIN for the rest)
     198.18.0.1   Postfix "A": virtual mailboxes, catch-all, postgrey, STARTTLS (self-signed)
-    198.18.0.2   Postfix "B": Exim-style reply texts, anvil limits (1 connection, 4 a minute)
+    198.18.0.2   Postfix "B": Exim-style reply texts, anvil limits (1 connection; a minute:
+                 4 connections, 40 recipients)
     198.18.0.10+ mimics.py: Gmail/Microsoft texts, Latin-1 replies, slow drip, tarpit, drop
     198.18.0.99  nothing listens (a dead MX)
 
@@ -223,6 +224,7 @@ smtpd_recipient_restrictions = reject_unauth_destination,
     check_recipient_access texthash:{d}/conf/special
 smtpd_client_connection_count_limit = 1
 smtpd_client_connection_rate_limit = 4
+smtpd_client_recipient_rate_limit = 40
 anvil_rate_time_unit = 60s
 """
 

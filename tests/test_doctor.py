@@ -361,8 +361,9 @@ async def test_run_preflight_that_fails_notifies_the_operator(
     notify_module.install(Notifier(NotifySettings(webhook_url=webhook_receiver.url)))
     try:
         with Store(tmp_path / "state.db") as store:
-            await preflight_line(settings, store)
-            assert await asyncio.to_thread(webhook_receiver.wait_for, 1)
+            async with SQLiteAsyncStore.over(store) as verbs:
+                await preflight_line(settings, verbs)
+                assert await asyncio.to_thread(webhook_receiver.wait_for, 1)
     finally:
         notify_module.install(None)
     assert webhook_receiver.events() == ["check_failed"]

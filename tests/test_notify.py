@@ -203,6 +203,12 @@ def test_run_serves_metrics_without_the_api_and_notifies_a_failed_pass(
         webhook_receiver.url,
         metrics={"listen": "127.0.0.1:0"},
         api={"enabled": False},
+        # The pre-flight's check_failed depends on this machine's resolver: pass events only.
+        notify={
+            "webhook_url": webhook_receiver.url,
+            "backoff_s": 0.01,
+            "events": ["pass_failed", "connector_failing", "connector_recovered"],
+        },
     )
     env = clean_env(
         MAILPROBE_CONNECTORS__CRM__ACCESS_TOKEN=WRONG_TOKEN, MAILPROBE_NOTIFY__SECRET=SECRET

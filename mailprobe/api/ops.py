@@ -34,7 +34,7 @@ from .cache import store_cache
 from .endpoints import READY_TIMEOUT_S
 from .listen import bind, host_port, is_loopback
 from .metrics import _StoreFigures
-from .server import serve_app
+from .server import serve_in_background
 
 log = logging.getLogger(__package__)
 
@@ -86,15 +86,4 @@ async def start_ops(
     if not is_loopback(host):
         log.warning("metrics listener on %s is not loopback: anyone who reaches it reads it", shown)
     log.info("metrics on http://%s/metrics, liveness on /healthz", shown)
-    shutdown = asyncio.Event()
-    app = create_ops_app(store, list(settings.connectors))
-    task = asyncio.get_running_loop().create_task(serve_app(app, sock, shutdown=shutdown))
-
-    async def stop() -> None:
-        shutdown.set()
-        try:
-            await task
-        finally:
-            sock.close()
-
-    return stop
+    return serve_in_background(create_ops_app(store, list(settings.connectors)), sock)

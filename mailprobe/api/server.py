@@ -163,8 +163,12 @@ async def start_api(
     ConfigError at once, as serve() raises it; the caller owns the signals.
     """
     sock = _listening(settings)
+    return serve_in_background(create_app(settings, verifier=verifier, store=store), sock)
+
+
+def serve_in_background(app: ASGIApp, sock: socket.socket) -> Callable[[], Awaitable[None]]:
+    """Serve `app` on `sock` as a task of the running loop; return what stops it gracefully."""
     shutdown = asyncio.Event()
-    app = create_app(settings, verifier=verifier, store=store)
     task = asyncio.get_running_loop().create_task(serve_app(app, sock, shutdown=shutdown))
 
     async def stop() -> None:
